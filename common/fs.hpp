@@ -1,0 +1,39 @@
+// Filesystem helpers that report errors as values and name the syscall and path.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "common/error.hpp"
+
+namespace vmckpt::fs {
+
+bool exists(const std::string& path);
+bool isDirectory(const std::string& path);
+
+// Reads a whole file; fails with Errc::corrupt if it is larger than maxBytes.
+Result<std::string> readFile(const std::string& path, size_t maxBytes = 16 << 20);
+
+// Writes to "<path>.tmp.<pid>", fsyncs, renames over path, fsyncs the directory.
+Status writeFileAtomic(const std::string& path, const std::string& content, mode_t mode = 0600);
+
+// mkdir -p; sets `mode` on every directory it creates (and on the last one always).
+Status makeDirs(const std::string& path, mode_t mode = 0700);
+
+// rm -rf; succeeds when the path does not exist.
+Status removeTree(const std::string& path);
+
+Status removeFile(const std::string& path);  // succeeds when missing
+
+// Copies a file: FICLONE (reflink) when the filesystem can, else a sparse-aware copy
+// (SEEK_DATA/SEEK_HOLE + copy_file_range). Writes dst via a temp name and fsyncs it.
+Status cloneOrCopyFile(const std::string& src, const std::string& dst, mode_t mode = 0600);
+
+// Absolute, normalized form of a path (does not require it to exist).
+std::string absolute(const std::string& path);
+
+// Filesystem type name of the filesystem holding path ("btrfs", "xfs", "ext4", "tmpfs", ...).
+Result<std::string> filesystemType(const std::string& path);
+
+}  // namespace vmckpt::fs

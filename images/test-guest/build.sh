@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# Build the vmckpt test guest: OUTDIR/kernel and OUTDIR/initrd.
+#
+#   images/test-guest/build.sh OUTDIR
+#
+# The kernel is the host's Debian kernel (newest /boot/vmlinuz-<ver> that has a
+# /lib/modules/<ver>); the initramfs holds static busybox, /init, the modules named
+# in modules.list (plus their dependencies) and workloads/*.sh.
+#
+# Environment (all optional):
+#   VMCKPT_GUEST_KERNEL_VERSION  kernel version to use instead of the newest one
+#   VMCKPT_GUEST_BOOT_DIR        where vmlinuz-<ver> lives (default /boot)
+#   VMCKPT_GUEST_MODULES_ROOT    where <ver>/modules.dep lives (default /lib/modules)
+#   VMCKPT_GUEST_BUSYBOX         static busybox binary (default /bin/busybox)
+#   VMCKPT_GUEST_OVERLAY         directory copied over the initramfs root last
+#   SOURCE_DATE_EPOCH            timestamp given to every file in the initramfs (default 0)
+#
+# Outputs are replaced atomically (written to a temp file in OUTDIR, then renamed) and
+# only when their content changed, so an unchanged rebuild keeps their mtimes.
+set -euo pipefail
+
+prog=test-guest/build.sh
+die() { printf '%s: error: %s\n' "$prog" "$*" >&2; exit 1; }
+warn() { printf '%s: warning: %s\n' "$prog" "$*" >&2; }
+
+[ $# -eq 1 ] && [ -n "$1" ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
+outdir=$1
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+boot_dir=${VMCKPT_GUEST_BOOT_DIR:-/boot}
+mod_root=${VMCKPT_GUEST_MODULES_ROOT:-/lib/modules}
+busybox=${VMCKPT_GUEST_BUSYBOX:-/bin/busybox}
+overlay=${VMCKPT_GUEST_OVERLAY:-}
+epoch=${SOURCE_DATE_EPOCH:-0}
+
+export LC_ALL=C
+umask 022
+
+for tool in cpio gzip modinfo find sort cmp; do
+    command -v "$tool" >/dev/null || die "'$tool' not found (Debian: apt-get install cpio gzip kmod)"
+done
+
+# --- kernel ---------------------------------------------------------------------------
+if [ -n "${VMCKPT_GUEST_KERNEL_VERSION:-}" ]; then
+    kver=$VMCKPT_GUEST_KERNEL_VERSION
+    [ -e "$boot_dir/vmlinuz-$kver" ] || die "VMCKPT_GUEST_KERNEL_VERSION=$kver but $boot_dir/vmlinuz-$kver does not exist"
+    [ -d "$mod_root/$kver" ] || die "VMCKPT_GUEST_KERNEL_VERSION=$kver but $mod_root/$kver does not exist"
+else
+    kver=$(
+        for f in "$boot_dir"/vmlinuz-*; do
+            [ -e "$f" ] || continue
+            v=${f##*/vmlinuz-}
+            if [ -d "$mod_root/$v" ]; then echo "$v"; fi
+        done | sort -V | tail -n 1
+    )
+    [ -n "$kver" ] || die "no $boot_dir/vmlinuz-<ver> with a matching $mod_root/<ver> (Debian: apt-get install linux-image-amd64)"
+fi
+vmlinuz=$boot_dir/vmlinuz-$kver
+moddir=$mod_root/$kver
+[ -r "$vmlinuz" ] || die "cannot read $vmlinuz (Debian installs it mode 0600 root: run as root or make it readable)"
+[ -r "$moddir/modules.dep" ] || die "cannot read $moddir/modules.dep (run depmod $kver)"
+
+# --- busybox --------------------------------------------------------------------------
+[ -x "$busybox" ] || die "no busybox at $busybox (Debian: apt-get install busybox-static)"
+if command -v file >/dev/null && file -L "$busybox" | grep -q 'dynamically linked'; then
+    die "$busybox is dynamically linked; the guest needs a static one (Debian: busybox-static)"
+fi
+
+# --- staging --------------------------------------------------------------------------
+mkdir -p "$outdir"
+staging=$(mktemp -d "$outdir/.staging.XXXXXX")
+tmp_initrd=$outdir/.initrd.tmp.$$
+tmp_kernel=$outdir/.kernel.tmp.$$
+cleanup() { rm -rf "$staging"; rm -f "$tmp_initrd" "$tmp_kernel"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+root=$staging/root
+mkdir -p "$root"
+chmod 0755 "$root"
+(cd "$root" && mkdir -p bin sbin usr/bin usr/sbin etc lib/modules proc sys tmp run root mnt var workloads)
+chmod 1777 "$root/tmp"
+chmod 0700 "$root/root"
+
+# --- modules --------------------------------------------------------------------------
+# Module names are normalised to use '_' (modules.dep file names may use '-').
+declare -A modpath=() builtin=() state=()
+order=()
+n_builtin=0
+
+while IFS= read -r line; do
+    p=${line%%:*}
+    b=${p##*/}; b=${b%%.ko*}; b=${b//-/_}
+    modpath[$b]=$p
+done < "$moddir/modules.dep"
+
+if [ -r "$moddir/modules.builtin" ]; then
+    while IFS= read -r p; do
+        b=${p##*/}; b=${b%%.ko*}; b=${b//-/_}
+        builtin[$b]=1
+    done < "$moddir/modules.builtin"
+else
+    warn "no $moddir/modules.builtin; assuming no module is built in"
+fi
+
+extract_module() { # SRC DST: copy a module, decompressing it if needed
+    local src=$1 dst=$2
+    case $src in
+        *.ko) cp "$src" "$dst" ;;
+        *.ko.xz) command -v xz >/dev/null || die "xz needed to unpack $src"; xz -dc "$src" > "$dst" ;;
+        *.ko.zst) command -v zstd >/dev/null || die "zstd needed to unpack $src"; zstd -dcq "$src" > "$dst" ;;
+        *.ko.gz) gzip -dc "$src" > "$dst" ;;
+        *) die "unknown module format: $src" ;;
+    esac
+    chmod 0644 "$dst"
+}
+
+# Depth-first: a module is appended to $order after everything it depends on.
+add_module() { # NAME [WANTED_BY]
+    local n=${1//-/_} by=${2:-modules.list}
+    case ${state[$n]:-} in
+        done) return 0 ;;
+        busy) die "module dependency cycle through $n" ;;
+    esac
+    if [ -n "${builtin[$n]:-}" ]; then
+        state[$n]=done
+        n_builtin=$((n_builtin + 1))
+        return 0
+    fi
+    local rel=${modpath[$n]:-}
+    [ -n "$rel" ] || die "module '$n' (wanted by $by) is not in $moddir/modules.dep"
+    [ -e "$moddir/$rel" ] || die "module file $moddir/$rel is missing"
+    state[$n]=busy
+    local ko=$root/lib/modules/$n.ko
+    extract_module "$moddir/$rel" "$ko"
+
+    local deps soft d mode=""
+    deps=$(modinfo -F depends "$ko")
+    for d in ${deps//,/ }; do
+        add_module "$d" "$n"
+    done
+    # "softdep pre:" modules must be loaded first too (modprobe would do so).
+    soft=$(modinfo -F softdep "$ko")
+    for d in $soft; do
+        case $d in
+            pre:) mode=pre ;;
+            post:) mode=post ;;
+            *)
+                if [ "$mode" = pre ]; then
+                    local dn=${d//-/_}
+                    if [ -n "${modpath[$dn]:-}" ] || [ -n "${builtin[$dn]:-}" ]; then
+                        add_module "$dn" "$n"
+                    else
+                        warn "softdep $d of $n not found; skipped"
+                    fi
+                fi
+                ;;
+        esac
+    done
+    state[$n]=done
+    order+=("$n")
+}
+
+[ -r "$here/modules.list" ] || die "missing $here/modules.list"
+while IFS= read -r line; do
+    line=${line%%#*}
+    for name in $line; do
+        add_module "$name"
+    done
+done < "$here/modules.list"
+
+if [ ${#order[@]} -gt 0 ]; then
+    printf '%s\n' "${order[@]}" > "$root/etc/modules.order"
+else
+    : > "$root/etc/modules.order"
+fi
+
+# --- userland -------------------------------------------------------------------------
+cp "$busybox" "$root/bin/busybox"
+chmod 0755 "$root/bin/busybox"
+for applet in $("$busybox" --list-full); do
+    case $applet in
+        bin/busybox | linuxrc | */linuxrc) continue ;;
+    esac
+    mkdir -p "$root/${applet%/*}"
+    ln -sfn /bin/busybox "$root/$applet"
+done
+
+cp "$here/init" "$root/init"
+chmod 0755 "$root/init"
+
+shopt -s nullglob
+workloads=("$here"/workloads/*.sh)
+shopt -u nullglob
+[ ${#workloads[@]} -gt 0 ] || die "no workloads in $here/workloads"
+for w in "${workloads[@]}"; do
+    cp "$w" "$root/workloads/${w##*/}"
+    chmod 0755 "$root/workloads/${w##*/}"
+done
+
+printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
+printf 'root:x:0:\n' > "$root/etc/group"
+printf 'vmckpt-guest\n' > "$root/etc/hostname"
+printf '%s\n' "$kver" > "$root/etc/vmckpt-kernel-version"
+
+if [ -n "$overlay" ]; then
+    [ -d "$overlay" ] || die "VMCKPT_GUEST_OVERLAY=$overlay is not a directory"
+    cp -a "$overlay/." "$root/"
+fi
+
+find "$root" -exec touch -h -d "@$epoch" {} +
+
+# --- initramfs ------------------------------------------------------------------------
+# The kernel opens /dev/console for init before /init runs; creating that node needs
+# mknod (root), so write a tiny newc archive with /dev and /dev/console by hand and
+# append it to the cpio archive of the staging tree (the kernel unpacks concatenated
+# archives; `cpio -t` shows the first one, i.e. everything but /dev).
+newc_entry() { # INO MODE NLINK RDEVMAJOR RDEVMINOR NAME
+    local namesize=$((${#6} + 1))
+    printf '070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X' \
+        "$1" "$2" 0 0 "$3" "$epoch" 0 0 0 "$4" "$5" "$namesize" 0
+    printf '%s\0' "$6"
+    local pad=$(((4 - (110 + namesize) % 4) % 4))
+    if [ "$pad" -gt 0 ]; then head -c "$pad" /dev/zero; fi
+}
+console_archive() {
+    newc_entry 1 $((8#040755)) 2 0 0 dev
+    newc_entry 2 $((8#020600)) 1 5 1 dev/console
+    newc_entry 3 0 1 0 0 'TRAILER!!!'
+}
+
+{
+    (cd "$root" && find . -mindepth 1 | sort | cpio --quiet -o -H newc -R 0:0 --reproducible)
+    console_archive
+} | gzip -1 -n > "$tmp_initrd"
+cp "$vmlinuz" "$tmp_kernel"
+chmod 0644 "$tmp_initrd" "$tmp_kernel"
+
+install_output() { # TMP DEST: rename TMP over DEST unless DEST already has that content
+    if [ -f "$2" ] && cmp -s "$1" "$2"; then
+        rm -f "$1"
+    else
+        mv -f "$1" "$2"
+    fi
+}
+install_output "$tmp_kernel" "$outdir/kernel"
+install_output "$tmp_initrd" "$outdir/initrd"
+
+size=$(stat -c %s "$outdir/initrd")
+printf 'test-guest: kernel %s, %d modules (%d built in, skipped), initrd %d bytes (%d KiB) in %s\n' \
+    "$kver" "${#order[@]}" "$n_builtin" "$size" $(((size + 1023) / 1024)) "$outdir"

@@ -1,0 +1,16 @@
+#!/bin/sh
+# Prints what the guest sees (for debugging the image), then returns.
+P=vmckpt-test-guest
+echo "$P: info: kernel $(uname -r), hostname $(hostname)"
+echo "$P: info: modules: $(cut -d' ' -f1 /proc/modules | sort | tr '\n' ' ')"
+for l in /dev/virtio-ports/*; do
+    [ -e "$l" ] || continue
+    echo "$P: info: virtio port ${l##*/} -> $(readlink "$l")"
+done
+for n in /sys/class/net/*; do
+    echo "$P: info: net ${n##*/} $(cat "$n/operstate") $(cat "$n/address")"
+done
+for d in /sys/class/infiniband/*; do
+    [ -e "$d" ] && echo "$P: info: infiniband ${d##*/}"
+done
+echo "$P: info: mounts: $(awk '{print $2}' /proc/mounts | tr '\n' ' ')"
