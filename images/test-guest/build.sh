@@ -9,6 +9,11 @@
 #
 # Environment (all optional):
 #   VMCKPT_GUEST_KERNEL_VERSION  kernel version to use instead of the newest one
+#   VMCKPT_GUEST_KERNEL_FORMAT   bzimage (default): OUTDIR/kernel is /boot/vmlinuz-<ver>;
+#                                pvh: OUTDIR/kernel is the uncompressed ELF vmlinux taken out
+#                                of it, which QEMU boots through its PVH entry point with no
+#                                in-guest decompression (about 3.5 s faster under TCG here,
+#                                but 66 MiB instead of 8 and ~10 ms more per QEMU start)
 #   VMCKPT_GUEST_BOOT_DIR        where vmlinuz-<ver> lives (default /boot)
 #   VMCKPT_GUEST_MODULES_ROOT    where <ver>/modules.dep lives (default /lib/modules)
 #   VMCKPT_GUEST_BUSYBOX         static busybox binary (default /bin/busybox)
@@ -23,7 +28,10 @@ prog=test-guest/build.sh
 die() { printf '%s: error: %s\n' "$prog" "$*" >&2; exit 1; }
 warn() { printf '%s: warning: %s\n' "$prog" "$*" >&2; }
 
-[ $# -eq 1 ] && [ -n "$1" ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
+if [ $# -ne 1 ] || [ -z "$1" ]; then
+    echo "usage: $0 OUTDIR" >&2
+    exit 2
+fi
 outdir=$1
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
@@ -32,6 +40,11 @@ mod_root=${VMCKPT_GUEST_MODULES_ROOT:-/lib/modules}
 busybox=${VMCKPT_GUEST_BUSYBOX:-/bin/busybox}
 overlay=${VMCKPT_GUEST_OVERLAY:-}
 epoch=${SOURCE_DATE_EPOCH:-0}
+kformat=${VMCKPT_GUEST_KERNEL_FORMAT:-bzimage}
+case $kformat in
+    bzimage | pvh) ;;
+    *) die "VMCKPT_GUEST_KERNEL_FORMAT must be bzimage or pvh, not '$kformat'" ;;
+esac
 
 export LC_ALL=C
 umask 022
@@ -119,11 +132,11 @@ extract_module() { # SRC DST: copy a module, decompressing it if needed
 add_module() { # NAME [WANTED_BY]
     local n=${1//-/_} by=${2:-modules.list}
     case ${state[$n]:-} in
-        done) return 0 ;;
+        ok) return 0 ;;
         busy) die "module dependency cycle through $n" ;;
     esac
     if [ -n "${builtin[$n]:-}" ]; then
-        state[$n]=done
+        state[$n]=ok
         n_builtin=$((n_builtin + 1))
         return 0
     fi
@@ -157,7 +170,7 @@ add_module() { # NAME [WANTED_BY]
                 ;;
         esac
     done
-    state[$n]=done
+    state[$n]=ok
     order+=("$n")
 }
 
@@ -210,6 +223,44 @@ fi
 
 find "$root" -exec touch -h -d "@$epoch" {} +
 
+# --- kernel image -----------------------------------------------------------------
+# bzImage layout (Documentation/x86/boot.rst): setup_sects at 0x1f1, the protected-mode
+# part starts at (setup_sects + 1) * 512, and payload_offset/payload_length (0x248/0x24c)
+# locate the compressed vmlinux in it. The build appends the 4-byte uncompressed size to
+# the payload, hence the second try without the last 4 bytes.
+le_u32() { od -An -tu4 -j "$2" -N4 "$1" | tr -d ' '; }
+extract_vmlinux() { # BZIMAGE OUT
+    local bz=$1 out=$2 sects start poff plen magic dec len
+    sects=$(od -An -tu1 -j $((0x1f1)) -N1 "$bz" | tr -d ' ')
+    [ "$sects" -ne 0 ] || sects=4
+    start=$(((sects + 1) * 512))
+    poff=$(le_u32 "$bz" $((0x248)))
+    plen=$(le_u32 "$bz" $((0x24c)))
+    if [ "$poff" -eq 0 ] || [ "$plen" -le 4 ]; then
+        die "$bz: no payload in the bzImage header"
+    fi
+    magic=$(od -An -tx1 -j $((start + poff)) -N6 "$bz" | tr -d ' \n')
+    case $magic in
+        fd377a585a00) dec="xz -dc --single-stream" ;;
+        1f8b*) dec="gzip -dc" ;;
+        28b52ffd*) dec="zstd -dcq" ;;
+        *) die "$bz: payload compression with magic $magic is not supported for pvh" ;;
+    esac
+    command -v "${dec%% *}" >/dev/null || die "${dec%% *} needed to unpack $bz"
+    for len in $((plen - 4)) "$plen"; do
+        if dd if="$bz" bs=1M iflag=skip_bytes,count_bytes skip=$((start + poff)) count="$len" status=none \
+            | $dec > "$out" 2>/dev/null && [ "$(od -An -tx1 -N4 "$out" | tr -d ' \n')" = 7f454c46 ]; then
+            break
+        fi
+        : > "$out"
+    done
+    [ -s "$out" ] || die "$bz: could not unpack the vmlinux payload"
+    if command -v readelf >/dev/null; then
+        readelf -n "$out" | grep -q 'Unknown note type: (0x00000012)\|XEN_ELFNOTE_PHYS32_ENTRY' ||
+            die "$bz: kernel has no PVH entry point (CONFIG_PVH); use VMCKPT_GUEST_KERNEL_FORMAT=bzimage"
+    fi
+}
+
 # --- initramfs ------------------------------------------------------------------------
 # The kernel opens /dev/console for init before /init runs; creating that node needs
 # mknod (root), so write a tiny newc archive with /dev and /dev/console by hand and
@@ -233,7 +284,11 @@ console_archive() {
     (cd "$root" && find . -mindepth 1 | sort | cpio --quiet -o -H newc -R 0:0 --reproducible)
     console_archive
 } | gzip -1 -n > "$tmp_initrd"
-cp "$vmlinuz" "$tmp_kernel"
+if [ "$kformat" = pvh ]; then
+    extract_vmlinux "$vmlinuz" "$tmp_kernel"
+else
+    cp "$vmlinuz" "$tmp_kernel"
+fi
 chmod 0644 "$tmp_initrd" "$tmp_kernel"
 
 install_output() { # TMP DEST: rename TMP over DEST unless DEST already has that content

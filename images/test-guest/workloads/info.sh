@@ -10,7 +10,13 @@ done
 for n in /sys/class/net/*; do
     echo "$P: info: net ${n##*/} $(cat "$n/operstate") $(cat "$n/address")"
 done
+ip -o addr show | while read -r _ dev fam addr _; do
+    echo "$P: info: addr $dev $fam $addr"
+done
 for d in /sys/class/infiniband/*; do
     [ -e "$d" ] && echo "$P: info: infiniband ${d##*/}"
+done
+for b in /sys/block/vd*; do
+    [ -e "$b" ] && echo "$P: info: disk ${b##*/} $(cat "$b/size") sectors"
 done
 echo "$P: info: mounts: $(awk '{print $2}' /proc/mounts | tr '\n' ' ')"

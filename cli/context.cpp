@@ -1,0 +1,59 @@
+#include "cli/context.hpp"
+
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "common/strings.hpp"
+#include "vmm/store_root.hpp"
+
+namespace vmckpt::cli {
+
+Result<vmm::VmManager> Context::manager() const {
+  auto root = vmm::StoreRoot::open(home.empty() ? vmm::StoreRoot::defaultHome() : home);
+  if (!root) return fail(root.error());
+  return vmm::VmManager(std::move(*root));
+}
+
+void Context::emit(const Json& j, const std::string& human) const {
+  // Guest output (console logs) may hold invalid UTF-8: replace it rather than throw.
+  std::string out = json ? j.dump(2, ' ', false, Json::error_handler_t::replace) + "\n" : human;
+  if (!out.empty() && out.back() != '\n') out += '\n';
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  std::fflush(stdout);
+  emitted = true;
+}
+
+bool Context::stdoutIsTty() const { return ::isatty(STDOUT_FILENO) == 1; }
+
+std::string describeStatus(const vmm::VmStatus& s) {
+  std::string out;
+  auto line = [&out](std::string_view k, const std::string& v) {
+    if (!v.empty()) out += cat(k, std::string(14 - std::min<size_t>(14, k.size()), ' '), v, "\n");
+  };
+  std::string state(vmm::vmStateName(s.state));
+  if (!s.qemuStatus.empty() && s.qemuStatus != state) state += cat(" (QEMU: ", s.qemuStatus, ")");
+  line("name", s.name);
+  line("state", state);
+  line("pid", s.pid > 0 ? std::to_string(s.pid) : "");
+  line("vcpus", std::to_string(s.spec.vcpus));
+  line("memory", formatSize(s.spec.memoryBytes));
+  line("machine", s.spec.machine);
+  std::string accel(vmm::accelName(s.spec.accel));
+  if (!s.accel.empty()) accel = cat(s.accel, " (requested ", vmm::accelName(s.spec.accel), "; ", s.accelReason, ")");
+  line("accel", accel);
+  line("boot", s.spec.kernelBoot ? (s.spec.hasInitrd ? "kernel + initrd" : "kernel") : "disk");
+  line("disks", s.spec.disks.empty() ? "none" : [&] {
+    std::string d;
+    for (const auto& disk : s.spec.disks) d += cat(d.empty() ? "" : ", ", disk.file);
+    return d;
+  }());
+  line("net", vmm::describeNet(s.spec.net));
+  line("started", s.startedAt);
+  line("stopped", s.stoppedAt);
+  line("dir", s.dir);
+  line("note", s.note);
+  return out;
+}
+
+}  // namespace vmckpt::cli

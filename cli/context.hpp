@@ -1,0 +1,47 @@
+// State shared by all subcommands: global flags, the chosen action, and output helpers.
+// Only the CLI prints to stdout; everything below reports through return values.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/error.hpp"
+#include "vmm/lifecycle.hpp"
+
+namespace vmckpt::cli {
+
+using Json = nlohmann::json;
+
+struct Context {
+  bool json = false;
+  int verbosity = 0;
+  std::string home;  // --home, else $VMCKPT_HOME / default
+  // Set by the chosen subcommand's parse callback; run by main after parsing.
+  std::function<Status()> action;
+  // Set once a command printed its result; an error after that adds no second JSON document.
+  mutable bool emitted = false;
+
+  Result<vmm::VmManager> manager() const;
+  // Prints a JSON value (with --json) or the human text.
+  void emit(const Json& j, const std::string& human) const;
+  bool stdoutIsTty() const;
+};
+
+// One registration function per subcommand file.
+void addCreate(CLI::App& app, Context& ctx);
+void addStart(CLI::App& app, Context& ctx);
+void addStop(CLI::App& app, Context& ctx);
+void addPause(CLI::App& app, Context& ctx);
+void addResume(CLI::App& app, Context& ctx);
+void addStatus(CLI::App& app, Context& ctx);
+void addList(CLI::App& app, Context& ctx);
+void addLogs(CLI::App& app, Context& ctx);
+void addDelete(CLI::App& app, Context& ctx);
+void addDoctor(CLI::App& app, Context& ctx);
+
+// Human rendering of a VM's status, shared by create/start/stop/status.
+std::string describeStatus(const vmm::VmStatus& s);
+
+}  // namespace vmckpt::cli

@@ -1,0 +1,130 @@
+#include "harness.hpp"
+
+#include <dirent.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "common/child_process.hpp"
+#include "common/fs.hpp"
+#include "common/strings.hpp"
+
+extern char** environ;
+
+namespace vmckpt::test {
+
+using namespace std::chrono_literals;
+
+Json CliRun::json() const {
+  Json j = Json::parse(out, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << out << "\nstderr: " << err;
+  return j;
+}
+
+void VmckptTest::SetUp() {
+  ::signal(SIGPIPE, SIG_IGN);
+  char t[] = "/tmp/vmckpt-it-XXXXXX";
+  ASSERT_NE(::mkdtemp(t), nullptr);
+  home_ = t;
+  ASSERT_TRUE(fs::exists(kernel())) << "test guest not built: " << kernel();
+}
+
+std::vector<int> VmckptTest::qemuPids() {
+  std::vector<int> pids;
+  DIR* d = ::opendir("/proc");
+  if (!d) return pids;
+  while (dirent* e = ::readdir(d)) {
+    int pid = std::atoi(e->d_name);
+    if (pid <= 0) continue;
+    auto cmd = fs::readFile(cat("/proc/", pid, "/cmdline"), 1 << 20);
+    if (!cmd || cmd->find("qemu-system") == std::string::npos || cmd->find(home_ + "/") == std::string::npos) continue;
+    auto st = fs::readFile(cat("/proc/", pid, "/stat"), 4096);
+    if (st) {
+      auto close = st->rfind(')');
+      if (close != std::string::npos && close + 2 < st->size() && (*st)[close + 2] == 'Z') continue;
+    }
+    pids.push_back(pid);
+  }
+  ::closedir(d);
+  return pids;
+}
+
+void VmckptTest::TearDown() {
+  // Whatever happened, no QEMU of this test survives it.
+  for (int pid : qemuPids()) ::kill(pid, SIGKILL);
+  for (int i = 0; i < 100 && !qemuPids().empty(); ++i) std::this_thread::sleep_for(50ms);
+  EXPECT_TRUE(qemuPids().empty()) << "QEMU processes left behind";
+  (void)fs::removeTree(home_);
+}
+
+CliRun VmckptTest::vmckpt(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) {
+  std::map<std::string, std::string> vars;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    auto eq = kv.find('=');
+    if (eq != std::string::npos) vars[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  vars["VMCKPT_HOME"] = home_;
+  for (const auto& [k, v] : env) vars[k] = v;
+  std::vector<std::string> envList;
+  for (const auto& [k, v] : vars) envList.push_back(k + "=" + v);
+  std::vector<std::string> argv = {VMCKPT_BIN};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto r = runCommand(argv, Deadline::in(120s), envList);
+  CliRun run;
+  if (!r) {
+    ADD_FAILURE() << "running vmckpt failed: " << r.error().message();
+    return run;
+  }
+  run.code = r->status.exited() ? r->status.code : 128 + r->status.signal;
+  run.out = r->out;
+  run.err = r->err;
+  return run;
+}
+
+void VmckptTest::createGuest(const std::string& name, const std::string& workload,
+                             const std::vector<std::string>& extra, const std::string& memory,
+                             const std::string& moreKernelArgs) {
+  std::vector<std::string> args = {"create",   name,      "--memory", memory, "--kernel",
+                                   kernel(),   "--initrd", initrd(),  "--accel", "tcg",
+                                   "--append", cat("console=ttyS0 quiet vmckpt.workload=", workload, " ", moreKernelArgs)};
+  args.insert(args.end(), extra.begin(), extra.end());
+  CliRun r = vmckpt(args);
+  ASSERT_EQ(r.code, 0) << r.err;
+}
+
+std::string VmckptTest::console(const std::string& name) {
+  auto t = fs::readFile(cat(home_, "/vms/", name, "/run/serial.log"), 64 << 20);
+  return t ? *t : std::string();
+}
+
+bool VmckptTest::waitForConsole(const std::string& name, const std::string& text, std::chrono::seconds timeout) {
+  auto deadline = Deadline::in(timeout);
+  while (!deadline.expired()) {
+    if (console(name).find(text) != std::string::npos) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
+int VmckptTest::lastCounter(const std::string& name) {
+  std::istringstream in(console(name));
+  std::string line;
+  int last = 0;
+  while (std::getline(in, line))
+    if (startsWith(line, "counter ")) last = std::max(last, std::atoi(line.c_str() + 8));
+  return last;
+}
+
+void expectOneLineError(const CliRun& r, const std::string& mustContain) {
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(startsWith(r.err, "vmckpt: error: ")) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "expected one line, got: " << r.err;
+  EXPECT_NE(r.err.find(mustContain), std::string::npos) << "missing '" << mustContain << "' in: " << r.err;
+}
+
+}  // namespace vmckpt::test

@@ -1,0 +1,51 @@
+// Runs the real vmckpt binary against a private store in a temporary directory and
+// cleans up every QEMU it started, by pid, whatever the test did.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace vmckpt::test {
+
+using Json = nlohmann::json;
+
+struct CliRun {
+  int code = -1;
+  std::string out, err;
+  Json json() const;  // stdout parsed (fails the test if it is not JSON)
+};
+
+class VmckptTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  // Runs build/bin/vmckpt with VMCKPT_HOME set to this test's store.
+  CliRun vmckpt(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {});
+  // Creates (asserting success) a VM booting the test guest with the given workload.
+  void createGuest(const std::string& name, const std::string& workload = "counter",
+                   const std::vector<std::string>& extra = {}, const std::string& memory = "256M",
+                   const std::string& moreKernelArgs = "");
+  // Waits until the guest's console contains `text`.
+  bool waitForConsole(const std::string& name, const std::string& text,
+                      std::chrono::seconds timeout = std::chrono::seconds(90));
+  std::string console(const std::string& name);
+  // Highest "counter N" printed so far (0 if none).
+  int lastCounter(const std::string& name);
+  // Pids of QEMU processes (not zombies) whose command line mentions this test's store.
+  std::vector<int> qemuPids();
+
+  std::string home_;
+  static std::string kernel() { return std::string(VMCKPT_TEST_GUEST_DIR) + "/kernel"; }
+  static std::string initrd() { return std::string(VMCKPT_TEST_GUEST_DIR) + "/initrd"; }
+};
+
+// Asserts that a failed command printed exactly one line on stderr.
+void expectOneLineError(const CliRun& r, const std::string& mustContain);
+
+}  // namespace vmckpt::test

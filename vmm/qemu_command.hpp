@@ -1,0 +1,23 @@
+// Builds the QEMU command line for a VM from its spec. Pure: no I/O.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "vmm/store_root.hpp"
+#include "vmm/vm_spec.hpp"
+
+namespace vmckpt::vmm {
+
+struct QemuLaunch {
+  std::string binary;           // resolved qemu-system-x86_64
+  Accel accel = Accel::tcg;     // effective: kvm or tcg, never automatic
+  bool daemonize = true;
+};
+
+// Guest RAM is always a shared file in the VM's live directory (the snapshot fast
+// path maps and clones it); QEMU is daemonized with pid file, QMP socket and serial
+// log in the run directory.
+std::vector<std::string> buildQemuCommand(const VmSpec& spec, const VmPaths& paths, const QemuLaunch& launch);
+
+}  // namespace vmckpt::vmm

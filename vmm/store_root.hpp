@@ -1,0 +1,63 @@
+// Where vmckpt keeps its state ($VMCKPT_HOME) and the layout of one VM's directory.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/error.hpp"
+#include "common/unique_fd.hpp"
+
+namespace vmckpt::vmm {
+
+// The files of one VM. Everything of a VM lives below `dir` (0700).
+struct VmPaths {
+  std::string dir;        // <home>/vms/<name>
+  std::string spec;       // spec.json
+  std::string lifecycle;  // lifecycle.json: when started/stopped, effective accel
+  std::string boot;       // boot/ : kernel and initrd copied at create time
+  std::string kernel;     // boot/kernel
+  std::string initrd;     // boot/initrd
+  std::string live;       // live/ : guest RAM file and disks (snapshotted together)
+  std::string mem;        // live/mem : guest RAM, memory-backend-file,share=on
+  std::string run;        // run/ : runtime files of the QEMU process
+  std::string pidFile;    // run/qemu.pid
+  std::string qmpSocket;  // run/qmp.sock (0600)
+  std::string agentSocket;// run/agent.sock (0600)
+  std::string serialLog;  // run/serial.log (guest console)
+  std::string qemuLog;    // run/qemu.log (QEMU's own stderr)
+  std::string lock;       // lock (flock)
+
+  explicit VmPaths(std::string vmDir);
+};
+
+class StoreRoot {
+ public:
+  // $VMCKPT_HOME, else /var/lib/vmckpt for root, else $XDG_DATA_HOME/vmckpt
+  // (~/.local/share/vmckpt).
+  static std::string defaultHome();
+  // Creates the home (0700) when missing.
+  static Result<StoreRoot> open(const std::string& home);
+
+  const std::string& home() const { return home_; }
+  std::string vmsDir() const { return home_ + "/vms"; }
+  VmPaths vm(const std::string& name) const { return VmPaths(vmsDir() + "/" + name); }
+  bool vmExists(const std::string& name) const;
+  // Names of all VMs, sorted.
+  Result<std::vector<std::string>> vmNames() const;
+
+ private:
+  explicit StoreRoot(std::string home) : home_(std::move(home)) {}
+  std::string home_;
+};
+
+// An exclusive flock on a VM's lock file, held while an operation changes the VM.
+class VmLock {
+ public:
+  static Result<VmLock> acquire(const VmPaths& paths, const std::string& name);
+
+ private:
+  explicit VmLock(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;
+};
+
+}  // namespace vmckpt::vmm

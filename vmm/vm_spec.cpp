@@ -1,0 +1,205 @@
+#include "vmm/vm_spec.hpp"
+
+#include <cstdio>
+
+#include "common/strings.hpp"
+
+namespace vmckpt::vmm {
+namespace {
+
+Status validateHostPort(std::string_view what, const std::string& hp) {
+  auto colon = hp.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == hp.size())
+    return fail(Errc::invalidArgument, cat(what, " '", hp, "' must be HOST:PORT"));
+  std::string port = hp.substr(colon + 1);
+  unsigned long v = 0;
+  for (char c : port) {
+    if (c < '0' || c > '9') return fail(Errc::invalidArgument, cat(what, " port '", port, "' is not a number"));
+    v = v * 10 + static_cast<unsigned long>(c - '0');
+    if (v > 65535) break;
+  }
+  if (v == 0 || v > 65535) return fail(Errc::invalidArgument, cat(what, " port '", port, "' is out of range"));
+  return {};
+}
+
+}  // namespace
+
+std::string_view accelName(Accel a) {
+  switch (a) {
+    case Accel::automatic: return "auto";
+    case Accel::kvm: return "kvm";
+    case Accel::tcg: return "tcg";
+  }
+  return "?";
+}
+
+Result<Accel> parseAccel(std::string_view s) {
+  if (s == "auto") return Accel::automatic;
+  if (s == "kvm") return Accel::kvm;
+  if (s == "tcg") return Accel::tcg;
+  return fail(Errc::invalidArgument, cat("accel '", s, "' is not one of auto, kvm, tcg"));
+}
+
+std::string_view diskFormatName(DiskFormat f) { return f == DiskFormat::qcow2 ? "qcow2" : "raw"; }
+
+Result<DiskFormat> parseDiskFormat(std::string_view s) {
+  if (s == "raw") return DiskFormat::raw;
+  if (s == "qcow2") return DiskFormat::qcow2;
+  return fail(Errc::invalidArgument, cat("disk format '", s, "' is not one of raw, qcow2"));
+}
+
+Result<NetSpec> parseNet(std::string_view s) {
+  NetSpec n;
+  auto parts = split(s, ',');
+  const std::string& mode = parts[0];
+  if (mode == "none") n.mode = NetMode::none;
+  else if (mode == "user") n.mode = NetMode::user;
+  else if (mode == "socket-udp") n.mode = NetMode::socketUdp;
+  else return fail(Errc::invalidArgument, cat("network '", mode, "' is not one of none, user, socket-udp"));
+  for (size_t i = 1; i < parts.size(); ++i) {
+    auto eq = parts[i].find('=');
+    std::string key = parts[i].substr(0, eq), val = eq == std::string::npos ? "" : parts[i].substr(eq + 1);
+    if (key == "local" && n.mode == NetMode::socketUdp) n.local = val;
+    else if (key == "remote" && n.mode == NetMode::socketUdp) n.remote = val;
+    else if (key == "mac" && n.mode != NetMode::none) n.mac = val;
+    else return fail(Errc::invalidArgument, cat("network option '", parts[i], "' is not valid for ", mode));
+  }
+  return n;
+}
+
+std::string describeNet(const NetSpec& n) {
+  switch (n.mode) {
+    case NetMode::none: return "none";
+    case NetMode::user: return "user";
+    case NetMode::socketUdp: return cat("socket-udp ", n.local, " -> ", n.remote);
+  }
+  return "?";
+}
+
+Status validateVmName(std::string_view name) {
+  if (name.empty()) return fail(Errc::invalidArgument, "VM name is empty");
+  if (name.size() > 64) return fail(Errc::invalidArgument, cat("VM name '", name, "' is longer than 64 characters"));
+  if (name[0] == '.' || name[0] == '-')
+    return fail(Errc::invalidArgument, cat("VM name '", name, "' must not start with '.' or '-'"));
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '-';
+    if (!ok) return fail(Errc::invalidArgument, cat("VM name '", name, "' may only contain letters, digits, '_', '.', '-'"));
+  }
+  return {};
+}
+
+std::string defaultMac(std::string_view name) {
+  // FNV-1a of the name; 52:54:00 is QEMU's locally administered prefix.
+  std::uint32_t h = 2166136261u;
+  for (char c : name) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 16777619u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "52:54:00:%02x:%02x:%02x", (h >> 16) & 0xff, (h >> 8) & 0xff, h & 0xff);
+  return buf;
+}
+
+Status VmSpec::validate() const {
+  VMCKPT_TRY(validateVmName(name));
+  if (vcpus == 0 || vcpus > kMaxVcpus)
+    return fail(Errc::invalidArgument, cat("vcpus must be between 1 and ", kMaxVcpus, ", not ", vcpus));
+  if (memoryBytes < kMinMemoryBytes)
+    return fail(Errc::invalidArgument, cat("memory must be at least ", formatSize(kMinMemoryBytes)));
+  if (memoryBytes % (2u << 20) != 0)
+    return fail(Errc::invalidArgument, "memory must be a multiple of 2 MiB");
+  if (hasInitrd && !kernelBoot) return fail(Errc::invalidArgument, "an initrd needs a kernel (--kernel)");
+  if (!kernelBoot && disks.empty()) return fail(Errc::invalidArgument, "nothing to boot: give --kernel or --disk");
+  if (machine.empty()) return fail(Errc::invalidArgument, "machine type is empty");
+  if (net.mode == NetMode::socketUdp) {
+    VMCKPT_TRY(validateHostPort("socket-udp local", net.local));
+    VMCKPT_TRY(validateHostPort("socket-udp remote", net.remote));
+  }
+  for (const auto& a : extraArgs)
+    if (a == "-daemonize" || a == "-pidfile" || a == "-qmp" || a == "-incoming")
+      return fail(Errc::invalidArgument, cat("extra QEMU argument '", a, "' is managed by vmckpt and cannot be overridden"));
+  return {};
+}
+
+Json VmSpec::toJson() const {
+  Json disksJ = Json::array();
+  for (const auto& d : disks)
+    disksJ.push_back({{"file", d.file}, {"format", diskFormatName(d.format)}, {"source", d.source}});
+  Json netJ = {{"mode", net.mode == NetMode::none ? "none" : net.mode == NetMode::user ? "user" : "socket-udp"}};
+  if (net.mode == NetMode::socketUdp) {
+    netJ["local"] = net.local;
+    netJ["remote"] = net.remote;
+  }
+  if (!net.mac.empty()) netJ["mac"] = net.mac;
+  return {
+      {"format", {{"major", kFormatMajor}, {"minor", kFormatMinor}}},
+      {"name", name},
+      {"vcpus", vcpus},
+      {"memory_bytes", memoryBytes},
+      {"machine", machine},
+      {"cpu", cpu},
+      {"accel", accelName(accel)},
+      {"kernel_boot", kernelBoot},
+      {"initrd", hasInitrd},
+      {"append", append},
+      {"disks", disksJ},
+      {"net", netJ},
+      {"agent", agent},
+      {"extra_args", extraArgs},
+  };
+}
+
+Result<VmSpec> VmSpec::fromJson(const Json& j) {
+  if (!j.is_object()) return fail(Errc::corrupt, "spec is not a JSON object");
+  try {
+    const Json& f = j.at("format");
+    int major = f.at("major").get<int>(), minor = f.at("minor").get<int>();
+    if (major > kFormatMajor || (major == kFormatMajor && minor > kFormatMinor))
+      return fail(Errc::corrupt, cat("spec format ", major, ".", minor, " is newer than this vmckpt understands (",
+                                     kFormatMajor, ".", kFormatMinor, "); upgrade vmckpt"));
+    VmSpec s;
+    s.name = j.at("name").get<std::string>();
+    s.vcpus = j.at("vcpus").get<unsigned>();
+    s.memoryBytes = j.at("memory_bytes").get<std::uint64_t>();
+    s.machine = j.value("machine", std::string("q35"));
+    s.cpu = j.value("cpu", std::string());
+    auto accel = parseAccel(j.value("accel", std::string("auto")));
+    if (!accel) return fail(Errc::corrupt, accel.error().message());
+    s.accel = *accel;
+    s.kernelBoot = j.value("kernel_boot", false);
+    s.hasInitrd = j.value("initrd", false);
+    s.append = j.value("append", std::string());
+    if (auto d = j.find("disks"); d != j.end()) {
+      for (const auto& dj : *d) {
+        DiskSpec disk;
+        disk.file = dj.at("file").get<std::string>();
+        auto fmt = parseDiskFormat(dj.at("format").get<std::string>());
+        if (!fmt) return fail(Errc::corrupt, fmt.error().message());
+        disk.format = *fmt;
+        disk.source = dj.value("source", std::string());
+        if (disk.file.empty() || disk.file.find('/') != std::string::npos || disk.file[0] == '.')
+          return fail(Errc::corrupt, cat("disk file name '", disk.file, "' is not a plain file name"));
+        s.disks.push_back(std::move(disk));
+      }
+    }
+    if (auto n = j.find("net"); n != j.end()) {
+      std::string mode = n->at("mode").get<std::string>();
+      if (mode == "none") s.net.mode = NetMode::none;
+      else if (mode == "user") s.net.mode = NetMode::user;
+      else if (mode == "socket-udp") s.net.mode = NetMode::socketUdp;
+      else return fail(Errc::corrupt, cat("unknown network mode '", mode, "'"));
+      s.net.local = n->value("local", std::string());
+      s.net.remote = n->value("remote", std::string());
+      s.net.mac = n->value("mac", std::string());
+    }
+    s.agent = j.value("agent", true);
+    s.extraArgs = j.value("extra_args", std::vector<std::string>{});
+    if (auto v = s.validate(); !v) return fail(Errc::corrupt, v.error().message());
+    return s;
+  } catch (const Json::exception& e) {
+    return fail(Errc::corrupt, cat("spec: ", e.what()));
+  }
+}
+
+}  // namespace vmckpt::vmm

@@ -1,0 +1,105 @@
+#include "vmm/vm_spec.hpp"
+
+#include <gtest/gtest.h>
+
+#include "vmm/disk_image.hpp"
+
+using namespace vmckpt;
+using namespace vmckpt::vmm;
+
+namespace {
+VmSpec sample() {
+  VmSpec s;
+  s.name = "vm1";
+  s.vcpus = 2;
+  s.memoryBytes = 1ull << 30;
+  s.kernelBoot = true;
+  s.hasInitrd = true;
+  s.append = "console=ttyS0";
+  s.net = *parseNet("socket-udp,local=127.0.0.1:5000,remote=127.0.0.1:5001");
+  s.disks.push_back({"disk0.qcow2", DiskFormat::qcow2, "/src/d.qcow2"});
+  s.extraArgs = {"-device", "virtio-rng-pci"};
+  return s;
+}
+}  // namespace
+
+TEST(VmSpec, RoundTripsThroughJson) {
+  VmSpec s = sample();
+  auto back = VmSpec::fromJson(s.toJson());
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->toJson(), s.toJson());
+  EXPECT_EQ(back->net.local, "127.0.0.1:5000");
+  EXPECT_EQ(back->disks[0].format, DiskFormat::qcow2);
+}
+
+TEST(VmSpec, ToleratesUnknownKeysAndRefusesNewerFormats) {
+  Json j = sample().toJson();
+  j["a_future_field"] = {{"x", 1}};
+  EXPECT_TRUE(VmSpec::fromJson(j));
+  j["format"]["minor"] = VmSpec::kFormatMinor + 1;
+  auto r = VmSpec::fromJson(j);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::corrupt);
+  EXPECT_NE(r.error().message().find("newer"), std::string::npos);
+  j["format"] = {{"major", VmSpec::kFormatMajor + 1}, {"minor", 0}};
+  EXPECT_FALSE(VmSpec::fromJson(j));
+}
+
+TEST(VmSpec, RejectsDamagedJson) {
+  Json j = sample().toJson();
+  j.erase("memory_bytes");
+  EXPECT_FALSE(VmSpec::fromJson(j));
+  j = sample().toJson();
+  j["disks"][0]["file"] = "../../etc/passwd";  // never a path outside the VM directory
+  EXPECT_FALSE(VmSpec::fromJson(j));
+  EXPECT_FALSE(VmSpec::fromJson(Json::array()));
+}
+
+TEST(VmSpec, Validation) {
+  VmSpec s = sample();
+  EXPECT_TRUE(s.validate());
+  s.vcpus = 0;
+  EXPECT_FALSE(s.validate());
+  s = sample();
+  s.memoryBytes = 1 << 20;
+  EXPECT_FALSE(s.validate());
+  s = sample();
+  s.kernelBoot = false;
+  s.hasInitrd = false;
+  s.disks.clear();
+  EXPECT_NE(s.validate().error().message().find("nothing to boot"), std::string::npos);
+  s = sample();
+  s.extraArgs = {"-daemonize"};
+  EXPECT_FALSE(s.validate());
+}
+
+TEST(VmSpec, Names) {
+  EXPECT_TRUE(validateVmName("t1"));
+  EXPECT_TRUE(validateVmName("web-01.prod_a"));
+  for (const char* bad : {"", ".hidden", "-x", "a/b", "a b", "../x"}) EXPECT_FALSE(validateVmName(bad)) << bad;
+  EXPECT_FALSE(validateVmName(std::string(65, 'a')));
+}
+
+TEST(VmSpec, NetParsing) {
+  EXPECT_EQ(parseNet("user")->mode, NetMode::user);
+  EXPECT_FALSE(parseNet("bridge"));
+  EXPECT_FALSE(parseNet("user,local=1"));
+  VmSpec s = sample();
+  s.net = *parseNet("socket-udp,local=127.0.0.1:0,remote=127.0.0.1:5001");
+  EXPECT_FALSE(s.validate());
+}
+
+TEST(VmSpec, MacIsStableAndLocal) {
+  EXPECT_EQ(defaultMac("vm1"), defaultMac("vm1"));
+  EXPECT_NE(defaultMac("vm1"), defaultMac("vm2"));
+  EXPECT_EQ(defaultMac("vm1").substr(0, 9), "52:54:00:");
+}
+
+TEST(DiskArg, Parsing) {
+  auto d = parseDiskArg("/x/y.img,format=raw");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->path, "/x/y.img");
+  EXPECT_EQ(*d->format, DiskFormat::raw);
+  EXPECT_FALSE(parseDiskArg("/x,format=vmdk"));
+  EXPECT_FALSE(parseDiskArg("/x,cache=none"));
+}
