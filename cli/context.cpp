@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <memory>
 
 #include "common/strings.hpp"
 #include "vmm/store_root.hpp"
@@ -25,6 +26,26 @@ void Context::emit(const Json& j, const std::string& human) const {
 }
 
 bool Context::stdoutIsTty() const { return ::isatty(STDOUT_FILENO) == 1; }
+
+void addTransitionCommand(CLI::App& app, Context& ctx, const std::string& verb, const std::string& description,
+                          bool toPaused) {
+  auto name = std::make_shared<std::string>();
+  auto* sub = app.add_subcommand(verb, description);
+  sub->add_option("name", *name, "VM name")->required();
+  sub->callback([&ctx, name, verb, toPaused] {
+    ctx.action = [&ctx, name, verb, toPaused]() -> Status {
+      auto mgr = ctx.manager();
+      if (!mgr) return fail(mgr.error());
+      auto t = toPaused ? mgr->pause(*name) : mgr->resume(*name);
+      if (!t) return fail(t.error());
+      Json j = t->status.toJson();
+      j["event"] = t->event;
+      j["elapsed_ms"] = t->elapsedMs;
+      ctx.emit(j, cat(verb, "d VM ", *name, " (QMP ", t->event, " after ", static_cast<int>(t->elapsedMs + 0.5), " ms)"));
+      return {};
+    };
+  });
+}
 
 std::string describeStatus(const vmm::VmStatus& s) {
   std::string out;

@@ -41,6 +41,10 @@ void addLogs(CLI::App& app, Context& ctx);
 void addDelete(CLI::App& app, Context& ctx);
 void addDoctor(CLI::App& app, Context& ctx);
 
+// pause and resume differ only in direction: one registration for both.
+void addTransitionCommand(CLI::App& app, Context& ctx, const std::string& verb, const std::string& description,
+                          bool toPaused);
+
 // Human rendering of a VM's status, shared by create/start/stop/status.
 std::string describeStatus(const vmm::VmStatus& s);
 

@@ -127,6 +127,15 @@ Result<VmSpec> VmManager::loadSpec(const std::string& name) const {
   return spec;
 }
 
+Result<VmManager::Held> VmManager::lockVm(const std::string& name) {
+  auto spec = loadSpec(name);
+  if (!spec) return fail(spec.error());
+  VmPaths p = root_.vm(name);
+  auto lock = VmLock::acquire(p, name);
+  if (!lock) return fail(lock.error());
+  return Held{std::move(*spec), std::move(p), std::move(*lock)};
+}
+
 Result<VmStatus> VmManager::create(const CreateRequest& req) {
   VmSpec spec = req.spec;
   const std::string& name = spec.name;
@@ -241,11 +250,10 @@ Result<std::vector<VmStatus>> VmManager::list() {
 }
 
 Result<VmStatus> VmManager::start(const std::string& name) {
-  auto spec = loadSpec(name);
-  if (!spec) return fail(spec.error());
-  VmPaths p = root_.vm(name);
-  auto lock = VmLock::acquire(p, name);
-  if (!lock) return fail(lock.error());
+  auto held = lockVm(name);
+  if (!held) return fail(held.error());
+  const VmSpec& spec = held->spec;
+  const VmPaths& p = held->paths;
 
   PidCheck pc = checkPidFile(p);
   if (pc.state == PidState::alive)
@@ -257,7 +265,7 @@ Result<VmStatus> VmManager::start(const std::string& name) {
 
   auto qemu = findQemu();
   if (!qemu) return fail(qemu.error().context(cat("start ", name)));
-  auto choice = chooseAccel(spec->accel, root_.home(), *qemu, spec->kernelBoot ? p.kernel : std::string());
+  auto choice = chooseAccel(spec.accel, root_.home(), *qemu, spec.kernelBoot ? p.kernel : std::string());
   if (!choice) return fail(choice.error().context(cat("start ", name)));
   log::info("VM ", name, ": ", choice->reason);
 
@@ -270,7 +278,7 @@ Result<VmStatus> VmManager::start(const std::string& name) {
                                            " (set VMCKPT_HOME to a shorter path)"));
 
   QemuLaunch launch{*qemu, choice->accel, true};
-  auto argv = buildQemuCommand(*spec, p, launch);
+  auto argv = buildQemuCommand(spec, p, launch);
   auto pid = launchQemu(argv, p, Deadline::in(kLaunchTimeout));
   if (!pid) {
     cleanRunFiles(p);
@@ -296,16 +304,15 @@ Result<VmStatus> VmManager::start(const std::string& name) {
   rec.accelReason = choice->reason;
   VMCKPT_TRY(saveRecord(p, rec));
   killOnFailure.cancel();
-  return statusLocked(name, *spec);
+  return statusLocked(name, spec);
 }
 
 Result<Transition> VmManager::transition(const std::string& name, bool toPaused) {
-  auto spec = loadSpec(name);
-  if (!spec) return fail(spec.error());
-  VmPaths p = root_.vm(name);
-  auto lock = VmLock::acquire(p, name);
-  if (!lock) return fail(lock.error());
-  auto before = statusLocked(name, *spec);
+  auto held = lockVm(name);
+  if (!held) return fail(held.error());
+  const VmSpec& spec = held->spec;
+  const VmPaths& p = held->paths;
+  auto before = statusLocked(name, spec);
   if (!before) return fail(before.error());
   const char* verb = toPaused ? "pause" : "resume";
   if (before->state != VmState::running && before->state != VmState::paused)
@@ -328,7 +335,7 @@ Result<Transition> VmManager::transition(const std::string& name, bool toPaused)
   t.event = ev->name;
   t.elapsedMs = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   client = std::unexpected(Error(Errc::internal, "closed"));  // free the QMP socket for status
-  auto after = statusLocked(name, *spec);
+  auto after = statusLocked(name, spec);
   if (!after) return fail(after.error());
   t.status = std::move(*after);
   return t;
@@ -338,12 +345,11 @@ Result<Transition> VmManager::pause(const std::string& name) { return transition
 Result<Transition> VmManager::resume(const std::string& name) { return transition(name, false); }
 
 Result<VmStatus> VmManager::stop(const std::string& name, const StopOptions& opts) {
-  auto spec = loadSpec(name);
-  if (!spec) return fail(spec.error());
-  VmPaths p = root_.vm(name);
-  auto lock = VmLock::acquire(p, name);
-  if (!lock) return fail(lock.error());
-  auto before = statusLocked(name, *spec);
+  auto held = lockVm(name);
+  if (!held) return fail(held.error());
+  const VmSpec& spec = held->spec;
+  const VmPaths& p = held->paths;
+  auto before = statusLocked(name, spec);
   if (!before) return fail(before.error());
   if (before->state != VmState::running && before->state != VmState::paused) {
     if (checkPidFile(p).state == PidState::stale) cleanRunFiles(p);
@@ -362,7 +368,7 @@ Result<VmStatus> VmManager::stop(const std::string& name, const StopOptions& opt
                                      " s and is still running; use 'vmckpt stop --force ", name, "' to end QEMU"));
     cleanRunFiles(p);
     VMCKPT_TRY(recordStopped(p, "powerdown"));
-    return statusLocked(name, *spec);
+    return statusLocked(name, spec);
   }
 
   // Forced: ask QEMU to quit (flushes its block layer), SIGKILL if it does not answer.
@@ -374,15 +380,13 @@ Result<VmStatus> VmManager::stop(const std::string& name, const StopOptions& opt
   }
   cleanRunFiles(p);
   VMCKPT_TRY(recordStopped(p, "force"));
-  return statusLocked(name, *spec);
+  return statusLocked(name, spec);
 }
 
 Status VmManager::remove(const std::string& name) {
-  auto spec = loadSpec(name);
-  if (!spec) return fail(spec.error());
-  VmPaths p = root_.vm(name);
-  auto lock = VmLock::acquire(p, name);
-  if (!lock) return fail(lock.error());
+  auto held = lockVm(name);
+  if (!held) return fail(held.error());
+  const VmPaths& p = held->paths;
   PidCheck pc = checkPidFile(p);
   if (pc.state == PidState::alive)
     return fail(Errc::wrongState, cat("delete: VM ", name, " is running (QEMU pid ", pc.pid, "); stop it first"));

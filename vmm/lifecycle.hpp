@@ -83,7 +83,14 @@ class VmManager {
   Status remove(const std::string& name);
 
  private:
+  // What an operation that changes a VM holds while it runs.
+  struct Held {
+    VmSpec spec;
+    VmPaths paths;
+    VmLock lock;
+  };
   Result<VmSpec> loadSpec(const std::string& name) const;
+  Result<Held> lockVm(const std::string& name);
   Result<VmStatus> statusLocked(const std::string& name, const VmSpec& spec);
   Result<Transition> transition(const std::string& name, bool toPaused);
 

@@ -60,11 +60,11 @@ std::string lastLogLine(const std::string& path) {
 }
 
 Result<pid_t> launchQemu(const std::vector<std::string>& argv, const VmPaths& paths, Deadline deadline) {
-  log::debug("launching:", [&] {
-    std::string s;
-    for (const auto& a : argv) s += " " + shellQuote(a);
-    return s;
-  }());
+  if (log::enabled(log::Level::debug)) {
+    std::string line;
+    for (const auto& a : argv) line += " " + shellQuote(a);
+    log::debug("launching:", line);
+  }
   auto child = ChildProcess::spawn({
       .argv = argv,
       .stdoutTo = Redirect::toFile(paths.qemuLog, true),
