@@ -9,6 +9,7 @@ namespace vmckpt::cli {
 void addCreate(CLI::App& app, Context& ctx) {
   struct Opts {
     std::string name, memory = "1G", kernel, initrd, append, accel = "auto", net = "none", machine = "q35", cpu;
+    std::string storeMode = "auto";
     unsigned vcpus = 1;
     std::vector<std::string> disks, extra;
     bool noAgent = false;
@@ -29,6 +30,8 @@ void addCreate(CLI::App& app, Context& ctx) {
   sub->add_option("--cpu", o->cpu, "QEMU CPU model (default: max)");
   sub->add_option("--qemu-arg", o->extra, "Extra QEMU argument, appended verbatim (repeatable)")->allow_extra_args(false);
   sub->add_flag("--no-agent", o->noAgent, "Do not add the guest agent's virtio-serial channel");
+  sub->add_option("--store-mode", o->storeMode,
+                  "auto | btrfs (live/ becomes a subvolume) | reflink | copy")->capture_default_str();
   sub->callback([&ctx, o] {
     ctx.action = [&ctx, o]() -> Status {
       vmm::CreateRequest req;
@@ -50,6 +53,11 @@ void addCreate(CLI::App& app, Context& ctx) {
       s.agent = !o->noAgent;
       s.extraArgs = o->extra;
       if (!o->append.empty() && o->kernel.empty()) return fail(Errc::invalidArgument, "--append needs --kernel");
+      if (o->storeMode != "auto") {
+        auto m = vmm::store::parseStoreMode(o->storeMode);
+        if (!m) return fail(m.error());
+        req.storeMode = *m;
+      }
       req.kernel = o->kernel;
       req.initrd = o->initrd;
       for (const auto& d : o->disks) {

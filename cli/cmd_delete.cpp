@@ -12,7 +12,7 @@ void addDelete(CLI::App& app, Context& ctx) {
     bool force = false;
   };
   auto o = std::make_shared<Opts>();
-  auto* sub = app.add_subcommand("delete", "Delete a stopped VM and all of its files");
+  auto* sub = app.add_subcommand("delete", "Delete a stopped VM and all of its files and snapshots");
   sub->add_option("name", o->name, "VM name")->required();
   sub->add_flag("--force,-f", o->force, "Stop it first (QMP quit) if it is running");
   sub->callback([&ctx, o] {

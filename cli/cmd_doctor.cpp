@@ -26,8 +26,8 @@ void addDoctor(CLI::App& app, Context& ctx) {
       }
       std::string accel = r.kvm.bootsLinux ? "kvm" : "tcg";
       human += cat("accel auto        -> ", accel, "\n");
-      std::string mode = r.btrfsSubvolumes ? "btrfs" : r.reflink ? "reflink" : "copy";
-      human += cat("store mode        -> ", mode, " (snapshots arrive in a later release)\n");
+      const std::string& mode = r.storeMode;
+      human += cat("store mode        -> ", mode, mode == "copy" ? " (snapshots copy RAM while paused: slow; use btrfs or XFS)" : "", "\n");
       Json j = {{"healthy", r.healthy()},
                 {"checks", checks},
                 {"qemu", {{"binary", r.qemuBinary}, {"version", r.qemuVersion}}},

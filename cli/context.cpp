@@ -47,6 +47,26 @@ void addTransitionCommand(CLI::App& app, Context& ctx, const std::string& verb, 
   });
 }
 
+void addSnapshotCommand(CLI::App& app, Context& ctx, const std::string& verb, const std::string& description,
+                        std::function<Status(vmm::VmManager&, const vmm::store::SnapshotEntry&)> fn) {
+  struct Opts {
+    std::string name, snap;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* sub = app.add_subcommand(verb, description);
+  sub->add_option("name", o->name, "VM name")->required();
+  sub->add_option("snapshot", o->snap, "Snapshot id, unique id prefix, or tag")->required();
+  sub->callback([&ctx, o, fn] {
+    ctx.action = [&ctx, o, fn]() -> Status {
+      auto mgr = ctx.manager();
+      if (!mgr) return fail(mgr.error());
+      auto s = mgr->findSnapshot(o->name, o->snap);
+      if (!s) return fail(s.error());
+      return fn(*mgr, *s);
+    };
+  });
+}
+
 std::string describeStatus(const vmm::VmStatus& s) {
   std::string out;
   auto line = [&out](std::string_view k, const std::string& v) {

@@ -40,10 +40,20 @@ void addList(CLI::App& app, Context& ctx);
 void addLogs(CLI::App& app, Context& ctx);
 void addDelete(CLI::App& app, Context& ctx);
 void addDoctor(CLI::App& app, Context& ctx);
+void addSnapshot(CLI::App& app, Context& ctx);
+void addRestore(CLI::App& app, Context& ctx);
+void addSnapshots(CLI::App& app, Context& ctx);
+void addInspect(CLI::App& app, Context& ctx);
+void addVerify(CLI::App& app, Context& ctx);
+void addDeleteSnapshot(CLI::App& app, Context& ctx);
 
 // pause and resume differ only in direction: one registration for both.
 void addTransitionCommand(CLI::App& app, Context& ctx, const std::string& verb, const std::string& description,
                           bool toPaused);
+
+// Commands of the form `vmckpt VERB NAME SNAPSHOT`: resolves the snapshot, then runs `fn`.
+void addSnapshotCommand(CLI::App& app, Context& ctx, const std::string& verb, const std::string& description,
+                        std::function<Status(vmm::VmManager&, const vmm::store::SnapshotEntry&)> fn);
 
 // Human rendering of a VM's status, shared by create/start/stop/status.
 std::string describeStatus(const vmm::VmStatus& s);

@@ -62,6 +62,12 @@ int main(int argc, char** argv) {
   cli::addLogs(app, ctx);
   cli::addDelete(app, ctx);
   cli::addDoctor(app, ctx);
+  cli::addSnapshot(app, ctx);
+  cli::addRestore(app, ctx);
+  cli::addSnapshots(app, ctx);
+  cli::addInspect(app, ctx);
+  cli::addVerify(app, ctx);
+  cli::addDeleteSnapshot(app, ctx);
 
   try {
     app.parse(argc, argv);

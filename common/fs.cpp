@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 
@@ -158,7 +159,7 @@ Status removeFile(const std::string& path) {
   return {};
 }
 
-Status cloneOrCopyFile(const std::string& src, const std::string& dst, mode_t mode) {
+Status copyFile(const std::string& src, const std::string& dst, CopyMethod method, mode_t mode) {
   UniqueFd in(::open(src.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in) {
     int err = errno;
@@ -181,7 +182,13 @@ Status cloneOrCopyFile(const std::string& src, const std::string& dst, mode_t mo
     }
   } guard{tmp, ok};
 
-  if (::ioctl(out.get(), FICLONE, in.get()) != 0) {
+  bool cloned = false;
+  if (method != CopyMethod::copyOnly) {
+    cloned = ::ioctl(out.get(), FICLONE, in.get()) == 0;
+    if (!cloned && method == CopyMethod::reflinkOnly)
+      return fail(Errc::unsupported, cat("reflink ", src, ": ", std::strerror(errno)), errno);
+  }
+  if (!cloned) {
     // No reflink here: sparse-aware copy of each data extent.
     if (::ftruncate(out.get(), st.st_size) != 0) return failErrno(cat("ftruncate ", tmp), errno);
     off_t pos = 0;

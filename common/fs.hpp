@@ -26,9 +26,19 @@ Status removeTree(const std::string& path);
 
 Status removeFile(const std::string& path);  // succeeds when missing
 
-// Copies a file: FICLONE (reflink) when the filesystem can, else a sparse-aware copy
-// (SEEK_DATA/SEEK_HOLE + copy_file_range). Writes dst via a temp name and fsyncs it.
-Status cloneOrCopyFile(const std::string& src, const std::string& dst, mode_t mode = 0600);
+enum class CopyMethod {
+  reflinkOrCopy,  // FICLONE when the filesystem can, else a sparse copy
+  reflinkOnly,    // FICLONE or fail (Errc::unsupported)
+  copyOnly,       // always a sparse copy, even where FICLONE would work
+};
+
+// Copies a file by `method`; the sparse copy uses SEEK_DATA/SEEK_HOLE + copy_file_range.
+// Writes dst via a temp name, fsyncs it and renames it into place.
+Status copyFile(const std::string& src, const std::string& dst, CopyMethod method, mode_t mode = 0600);
+
+inline Status cloneOrCopyFile(const std::string& src, const std::string& dst, mode_t mode = 0600) {
+  return copyFile(src, dst, CopyMethod::reflinkOrCopy, mode);
+}
 
 // Absolute, normalized form of a path (does not require it to exist).
 std::string absolute(const std::string& path);

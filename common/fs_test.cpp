@@ -5,23 +5,10 @@
 #include <unistd.h>
 
 #include "common/strings.hpp"
+#include "common/temp_dir.hpp"
 
 using namespace vmckpt;
 
-namespace {
-class TempDir {
- public:
-  TempDir() {
-    char t[] = "/tmp/vmckpt-fs-test-XXXXXX";
-    path_ = ::mkdtemp(t);
-  }
-  ~TempDir() { (void)fs::removeTree(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-}  // namespace
 
 TEST(Fs, AtomicWriteAndRead) {
   TempDir d;

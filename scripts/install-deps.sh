@@ -8,7 +8,7 @@ PKGS=(
   nlohmann-json3-dev libcli11-dev libgtest-dev googletest
   qemu-system-x86 qemu-utils
   busybox-static linux-image-amd64 cpio gzip xz-utils zstd kmod
-  btrfs-progs libbtrfsutil-dev
+  btrfs-progs libbtrfsutil-dev xfsprogs
   procps util-linux iproute2
 )
 

@@ -1,6 +1,5 @@
 #include "vmm/host_report.hpp"
 
-#include <btrfsutil.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -15,46 +14,12 @@
 #include "common/strings.hpp"
 #include "common/unique_fd.hpp"
 #include "vmm/qemu_process.hpp"
+#include "vmm/store/store_mode.hpp"
 
 namespace vmckpt::vmm {
 namespace {
 
 using namespace std::chrono_literals;
-
-// Tries FICLONE between two scratch files in `dir`.
-bool reflinkWorks(const std::string& dir, std::string* why) {
-  std::string a = cat(dir, "/.reflink-probe-a.", ::getpid()), b = cat(dir, "/.reflink-probe-b.", ::getpid());
-  UniqueFd fa(::open(a.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  UniqueFd fb(::open(b.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  bool ok = false;
-  if (fa && fb) {
-    char block[4096] = {1};
-    if (::write(fa.get(), block, sizeof block) == static_cast<ssize_t>(sizeof block)) {
-      ok = ::ioctl(fb.get(), FICLONE, fa.get()) == 0;
-      if (!ok) *why = std::strerror(errno);
-    }
-  } else {
-    *why = std::strerror(errno);
-  }
-  ::unlink(a.c_str());
-  ::unlink(b.c_str());
-  return ok;
-}
-
-bool btrfsSubvolumesWork(const std::string& dir, std::string* why) {
-  std::string sv = cat(dir, "/.subvol-probe.", ::getpid());
-  btrfs_util_error e = btrfs_util_create_subvolume(sv.c_str(), 0, nullptr, nullptr);
-  if (e != BTRFS_UTIL_OK) {
-    *why = btrfs_util_strerror(e);
-    return false;
-  }
-  e = btrfs_util_delete_subvolume(sv.c_str(), 0);
-  if (e != BTRFS_UTIL_OK) {
-    *why = cat("created but could not delete a subvolume: ", btrfs_util_strerror(e));
-    return false;
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -103,17 +68,13 @@ HostReport inspectHost(const std::string& home, bool reprobeKvm) {
     space = cat(", ", formatSize(static_cast<unsigned long long>(sv.f_bavail) * sv.f_frsize), " free");
   add("store", fsType.has_value(), true, cat(home, " on ", r.storeFs, space));
 
-  std::string why;
-  r.reflink = reflinkWorks(home, &why);
-  add("reflink", r.reflink, false, r.reflink ? "FICLONE works in the store" : cat("FICLONE: ", why));
-  if (r.storeFs == "btrfs") {
-    why.clear();
-    r.btrfsSubvolumes = btrfsSubvolumesWork(home, &why);
-    add("btrfs-subvolumes", r.btrfsSubvolumes, false,
-        r.btrfsSubvolumes ? "can create and delete subvolumes in the store" : why);
-  } else {
-    add("btrfs-subvolumes", false, false, cat("store is on ", r.storeFs, ", not btrfs"));
-  }
+  store::StoreCapabilities caps = store::probeStore(home);
+  r.reflink = caps.reflink;
+  r.btrfsSubvolumes = caps.subvolumes;
+  r.storeMode = std::string(store::storeModeName(caps.best()));
+  add("reflink", r.reflink, false, r.reflink ? "FICLONE works in the store" : caps.reflinkWhy);
+  add("btrfs-subvolumes", r.btrfsSubvolumes, false,
+      r.btrfsSubvolumes ? "can create and delete subvolumes in the store" : caps.subvolumesWhy);
   return r;
 }
 

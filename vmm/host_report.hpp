@@ -21,6 +21,7 @@ struct HostReport {
   std::string qemuBinary, qemuVersion;
   std::string storeFs;
   bool reflink = false, btrfsSubvolumes = false;
+  std::string storeMode;  // what snapshots use here: btrfs, reflink or copy
   bool healthy() const;  // every required check passed
 };
 

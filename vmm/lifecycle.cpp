@@ -13,66 +13,27 @@
 #include "common/strings.hpp"
 #include "qmp/qmp_client.hpp"
 #include "vmm/accel.hpp"
-#include "vmm/qemu_command.hpp"
+#include "vmm/qemu_boot.hpp"
 #include "vmm/qemu_process.hpp"
+#include "vmm/store/backend.hpp"
+#include "vmm/vm_record.hpp"
 
 namespace vmckpt::vmm {
 namespace {
 
 using namespace std::chrono_literals;
 
-constexpr auto kLaunchTimeout = 30s;
 constexpr auto kQmpConnectTimeout = 5s;
 constexpr auto kEventTimeout = 5s;
-constexpr int kRecordFormat = 1;
-
-std::string nowIso() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-// lifecycle.json: what happened to the VM's QEMU across vmckpt invocations.
-struct Record {
-  std::string startedAt, stoppedAt, stopKind, accel, accelReason;
-};
-
-Record loadRecord(const VmPaths& p) {
-  Record r;
-  auto text = fs::readFile(p.lifecycle, 64 << 10);
-  if (!text) return r;
-  auto j = Json::parse(*text, nullptr, false);
-  if (!j.is_object()) return r;
-  r.startedAt = j.value("started_at", "");
-  r.stoppedAt = j.value("stopped_at", "");
-  r.stopKind = j.value("stop_kind", "");
-  r.accel = j.value("accel", "");
-  r.accelReason = j.value("accel_reason", "");
-  return r;
-}
-
-Status saveRecord(const VmPaths& p, const Record& r) {
-  Json j = {{"format", kRecordFormat}, {"started_at", r.startedAt}, {"stopped_at", r.stoppedAt},
-            {"stop_kind", r.stopKind}, {"accel", r.accel},           {"accel_reason", r.accelReason}};
-  return fs::writeFileAtomic(p.lifecycle, j.dump(2) + "\n");
-}
 
 Status recordStopped(const VmPaths& p, const std::string& kind) {
-  Record r = loadRecord(p);
+  VmRecord r = loadRecord(p);
   r.stoppedAt = nowIso();
   r.stopKind = kind;
   return saveRecord(p, r);
 }
 
-Result<qmp::Client> connectQmp(const VmPaths& p, Deadline d = Deadline::in(kQmpConnectTimeout)) {
-  auto c = qmp::Client::connect(p.qmpSocket, d);
-  if (!c && c.error().code() == Errc::timeout)
-    return fail(Errc::timeout, "QEMU's QMP socket did not answer (another client connected, or QEMU hung)");
-  return c;
-}
+Result<qmp::Client> connectQmp(const VmPaths& p) { return vmm::connectQmp(p, Deadline::in(kQmpConnectTimeout)); }
 
 Error notRunning(const std::string& name, VmState s) {
   return Error(Errc::wrongState, cat("VM ", name, " is not running (state: ", vmStateName(s), ")"));
@@ -171,8 +132,16 @@ Result<VmStatus> VmManager::create(const CreateRequest& req) {
   VmPaths final = root_.vm(name);
   std::string staging = cat(root_.vmsDir(), "/.create-", name, "-", ::getpid());
   VmPaths p(staging);
-  ScopeExit cleanup([&] { (void)fs::removeTree(staging); });
-  for (const auto& d : {p.dir, p.boot, p.live, p.run}) VMCKPT_TRY(fs::makeDirs(d, 0700));
+  ScopeExit cleanup([&] { (void)store::removeStoreTree(staging); });
+  for (const auto& d : {p.dir, p.run}) VMCKPT_TRY(fs::makeDirs(d, 0700));
+  // On btrfs the live directory is a subvolume, so that a snapshot is one ioctl.
+  store::StoreCapabilities caps = store::probeStore(root_.vmsDir());
+  store::StoreMode mode = req.storeMode.value_or(caps.best());
+  if (mode == store::StoreMode::btrfs && !caps.subvolumes)
+    return fail(Errc::unsupported, cat("store mode btrfs: ", caps.subvolumesWhy));
+  if (mode == store::StoreMode::reflink && !caps.reflink)
+    return fail(Errc::unsupported, cat("store mode reflink: ", caps.reflinkWhy));
+  VMCKPT_TRY(store::makeBackend(mode)->createLiveDir(p.live));
   if (spec.kernelBoot) VMCKPT_TRY(fs::cloneOrCopyFile(req.kernel, p.kernel));
   if (spec.hasInitrd) VMCKPT_TRY(fs::cloneOrCopyFile(req.initrd, p.initrd));
   for (size_t i = 0; i < req.disks.size(); ++i) {
@@ -191,7 +160,7 @@ Result<VmStatus> VmManager::create(const CreateRequest& req) {
 
 Result<VmStatus> VmManager::statusLocked(const std::string& name, const VmSpec& spec) {
   VmPaths p = root_.vm(name);
-  Record rec = loadRecord(p);
+  VmRecord rec = loadRecord(p);
   VmStatus s;
   s.name = name;
   s.spec = spec;
@@ -204,7 +173,7 @@ Result<VmStatus> VmManager::statusLocked(const std::string& name, const VmSpec& 
   if (pc.state == PidState::alive) {
     s.pid = pc.pid;
     s.state = VmState::running;
-    auto c = connectQmp(p, Deadline::in(3s));
+    auto c = vmm::connectQmp(p, Deadline::in(3s));
     auto st = c ? c->execute("query-status", Json::object(), Deadline::in(3s)) : Result<Json>(std::unexpected(c.error()));
     if (st && st->is_object()) {
       s.qemuStatus = st->value("status", "unknown");
@@ -254,56 +223,17 @@ Result<VmStatus> VmManager::start(const std::string& name) {
   if (!held) return fail(held.error());
   const VmSpec& spec = held->spec;
   const VmPaths& p = held->paths;
-
-  PidCheck pc = checkPidFile(p);
-  if (pc.state == PidState::alive)
+  if (PidCheck pc = checkPidFile(p); pc.state == PidState::alive)
     return fail(Errc::wrongState, cat("VM ", name, " is already running (QEMU pid ", pc.pid, ")"));
-  if (pc.state == PidState::stale) {
-    log::info("removing stale pid file of VM ", name, " (QEMU pid ", pc.pid, " is gone)");
-    cleanRunFiles(p);
-  }
-
-  auto qemu = findQemu();
-  if (!qemu) return fail(qemu.error().context(cat("start ", name)));
-  auto choice = chooseAccel(spec.accel, root_.home(), *qemu, spec.kernelBoot ? p.kernel : std::string());
-  if (!choice) return fail(choice.error().context(cat("start ", name)));
-  log::info("VM ", name, ": ", choice->reason);
-
-  VMCKPT_TRY(fs::makeDirs(p.run, 0700));
-  VMCKPT_TRY(fs::makeDirs(p.live, 0700));
-  // A cold boot starts from fresh memory; the old RAM file (if any) is dropped.
-  for (const auto& f : {p.serialLog, p.qemuLog, p.mem}) VMCKPT_TRY(fs::removeFile(f));
-  if (p.qmpSocket.size() >= 108)
-    return fail(Errc::invalidArgument, cat("store path too long for a unix socket: ", p.qmpSocket,
-                                           " (set VMCKPT_HOME to a shorter path)"));
-
-  QemuLaunch launch{*qemu, choice->accel, true};
-  auto argv = buildQemuCommand(spec, p, launch);
-  auto pid = launchQemu(argv, p, Deadline::in(kLaunchTimeout));
-  if (!pid) {
-    cleanRunFiles(p);
-    return fail(pid.error().context(cat("start ", name)));
-  }
-  // From here on a failure must not leave a QEMU behind.
-  ScopeExit killOnFailure([&] {
-    (void)killQemu(*pid, Deadline::in(5s));
-    cleanRunFiles(p);
-  });
-  auto client = connectQmp(p);
-  if (!client) return fail(client.error().context(cat("start ", name)));
-  auto st = client->execute("query-status");
-  if (!st) return fail(st.error().context(cat("start ", name)));
-  for (const auto& sock : {p.qmpSocket, p.agentSocket})
-    if (fs::exists(sock)) ::chmod(sock.c_str(), 0600);
-
-  Record rec = loadRecord(p);
-  rec.startedAt = nowIso();
-  rec.stoppedAt.clear();
-  rec.stopKind.clear();
-  rec.accel = std::string(accelName(choice->accel));
-  rec.accelReason = choice->reason;
+  // A cold boot starts from fresh memory: the old RAM file (if any) is dropped. Snapshots
+  // are separate copies, so this loses nothing they hold.
+  for (const auto& f : {p.serialLog, p.mem, p.devstate}) VMCKPT_TRY(fs::removeFile(f));
+  auto booted = bootQemu(spec, p, {root_.home(), false, {}});
+  if (!booted) return fail(booted.error().context(cat("start ", name)));
+  VmRecord rec = loadRecord(p);
+  noteBoot(rec, *booted);
   VMCKPT_TRY(saveRecord(p, rec));
-  killOnFailure.cancel();
+  booted->release();
   return statusLocked(name, spec);
 }
 
@@ -373,7 +303,7 @@ Result<VmStatus> VmManager::stop(const std::string& name, const StopOptions& opt
 
   // Forced: ask QEMU to quit (flushes its block layer), SIGKILL if it does not answer.
   bool quit = false;
-  if (auto client = connectQmp(p, Deadline::in(2s))) quit = client->execute("quit", Json::object(), Deadline::in(2s)).has_value();
+  if (auto client = vmm::connectQmp(p, Deadline::in(2s))) quit = client->execute("quit", Json::object(), Deadline::in(2s)).has_value();
   if (!quit || !waitForExit(pid, Deadline::in(5s))) {
     log::warn("QEMU of VM ", name, " did not quit; killing pid ", pid);
     if (auto k = killQemu(pid, Deadline::in(5s)); !k) return fail(k.error().context(cat("stop ", name)));
@@ -393,7 +323,7 @@ Status VmManager::remove(const std::string& name) {
   // Make the VM disappear in one step, then remove its files.
   std::string doomed = cat(root_.vmsDir(), "/.delete-", name, "-", ::getpid());
   if (::rename(p.dir.c_str(), doomed.c_str()) != 0) return failErrno(cat("rename ", p.dir), errno);
-  return fs::removeTree(doomed);
+  return store::removeStoreTree(doomed);
 }
 
 }  // namespace vmckpt::vmm

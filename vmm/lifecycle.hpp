@@ -11,6 +11,8 @@
 
 #include "common/error.hpp"
 #include "vmm/disk_image.hpp"
+#include "vmm/store/catalog.hpp"
+#include "vmm/store/store_mode.hpp"
 #include "vmm/store_root.hpp"
 #include "vmm/vm_spec.hpp"
 
@@ -39,6 +41,7 @@ struct CreateRequest {
   std::string kernel;         // path; empty for disk boot
   std::string initrd;         // path; optional
   std::vector<DiskArg> disks;
+  std::optional<store::StoreMode> storeMode;  // empty: the best the store's filesystem allows
 };
 
 // A pause or resume and the QMP event that confirmed it.
@@ -46,6 +49,33 @@ struct Transition {
   VmStatus status;
   std::string event;     // "STOP" / "RESUME"
   double elapsedMs = 0;  // from sending the command to the event
+};
+
+struct SnapshotOptions {
+  std::string tag;
+  std::optional<store::StoreMode> mode;  // empty: btrfs when live/ is a subvolume, else reflink, else copy
+};
+
+struct SnapshotResult {
+  store::Manifest manifest;  // id, parent, timings, devstate and exclusive bytes
+  std::string dir;
+};
+
+struct RestoreOptions {
+  std::string asName;  // restore into a new VM of this name, beside the original
+  bool paused = false; // leave the restored guest paused
+};
+
+struct RestoreResult {
+  VmStatus status;
+  std::string snapshot;
+  double restoreMs = 0;  // from the start of the command to the guest running (or ready, if paused)
+};
+
+struct SnapshotUsage {
+  std::uint64_t totalBytes = 0;      // on-disk bytes of its files
+  std::uint64_t exclusiveBytes = 0;  // shared with no other snapshot of the VM: what deleting it frees
+  std::uint64_t sharedBytes = 0;
 };
 
 struct StopOptions {
@@ -79,8 +109,25 @@ class VmManager {
   Result<VmStatus> status(const std::string& name);
   Result<std::vector<VmStatus>> list();
 
-  // Deletes the VM and all its files. Precondition: created or stopped.
+  // Deletes the VM and all its files and snapshots. Precondition: created or stopped.
   Status remove(const std::string& name);
+
+  // Captures the guest: pre-flush, pause, device state, copy-on-write capture, resume,
+  // manifest, publish. Any failure after the pause resumes the guest and leaves no
+  // snapshot behind. Precondition: running or paused (a paused guest stays paused).
+  Result<SnapshotResult> snapshot(const std::string& name, const SnapshotOptions& opts);
+
+  // Brings a snapshot back: a writable clone of it, QEMU with -incoming defer on the
+  // clone, device state, cont. In place precondition: the VM is created or stopped.
+  // With asName: no VM of that name exists; the original is untouched.
+  Result<RestoreResult> restore(const std::string& name, const std::string& snapshotRef, const RestoreOptions& opts);
+
+  // Any state.
+  Result<std::vector<store::SnapshotEntry>> snapshots(const std::string& name);
+  Result<store::SnapshotEntry> findSnapshot(const std::string& name, const std::string& ref);
+  Result<std::vector<SnapshotUsage>> snapshotUsage(const std::vector<store::SnapshotEntry>& all);
+  // Children of the deleted snapshot take its parent. Any state.
+  Status deleteSnapshot(const std::string& name, const std::string& ref);
 
  private:
   // What an operation that changes a VM holds while it runs.

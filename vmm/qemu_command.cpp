@@ -23,7 +23,7 @@ std::vector<std::string> buildQemuCommand(const VmSpec& spec, const VmPaths& pat
 
   add({"-name", cat("guest=", escapeCommas(spec.name), ",debug-threads=on")});
   add({"-no-user-config", "-nodefaults", "-display", "none"});
-  add({"-machine", cat(spec.machine, ",memory-backend=ram0")});
+  add({"-machine", cat(launch.machine.empty() ? spec.machine : launch.machine, ",memory-backend=ram0")});
   add({"-accel", launch.accel == Accel::kvm ? "kvm" : "tcg"});
   add({"-cpu", spec.cpu.empty() ? "max" : spec.cpu});
   add({"-smp", std::to_string(spec.vcpus)});
@@ -57,7 +57,11 @@ std::vector<std::string> buildQemuCommand(const VmSpec& spec, const VmPaths& pat
       break;
   }
 
-  add({"-chardev", cat("file,id=serial0,path=", escapeCommas(paths.serialLog)), "-serial", "chardev:serial0"});
+  // The console is a socket (for input) whose output QEMU also appends to serial.log,
+  // whether or not a client is connected.
+  add({"-chardev", cat("socket,id=serial0,path=", escapeCommas(paths.console), ",server=on,wait=off,logfile=",
+                       escapeCommas(paths.serialLog), ",logappend=on"),
+       "-serial", "chardev:serial0"});
   add({"-chardev", cat("socket,id=qmp0,path=", escapeCommas(paths.qmpSocket), ",server=on,wait=off"), "-mon",
        "chardev=qmp0,mode=control"});
   if (spec.agent) {
@@ -67,6 +71,7 @@ std::vector<std::string> buildQemuCommand(const VmSpec& spec, const VmPaths& pat
   }
   add({"-pidfile", paths.pidFile});
   if (launch.daemonize) add({"-daemonize"});
+  if (launch.incoming) add({"-incoming", "defer"});
   a.insert(a.end(), spec.extraArgs.begin(), spec.extraArgs.end());
   return a;
 }

@@ -13,6 +13,8 @@ struct QemuLaunch {
   std::string binary;           // resolved qemu-system-x86_64
   Accel accel = Accel::tcg;     // effective: kvm or tcg, never automatic
   bool daemonize = true;
+  bool incoming = false;  // -incoming defer: QEMU waits for device state (restore)
+  std::string machine;    // exact machine type; empty: the spec's
 };
 
 // Guest RAM is always a shared file in the VM's live directory (the snapshot fast

@@ -49,10 +49,12 @@ TEST(QemuCommand, DaemonizedWithRunFiles) {
   EXPECT_TRUE(has(argv, "-daemonize"));
   EXPECT_EQ(valueOf(argv, "-pidfile"), "/store/vms/vm1/run/qemu.pid");
   EXPECT_EQ(valueOf(argv, "-chardev", 1), "socket,id=qmp0,path=/store/vms/vm1/run/qmp.sock,server=on,wait=off");
-  EXPECT_EQ(valueOf(argv, "-chardev", 0), "file,id=serial0,path=/store/vms/vm1/run/serial.log");
+  EXPECT_EQ(valueOf(argv, "-chardev", 0),
+            "socket,id=serial0,path=/store/vms/vm1/run/console.sock,server=on,wait=off,"
+            "logfile=/store/vms/vm1/run/serial.log,logappend=on");
   EXPECT_EQ(valueOf(argv, "-accel"), "kvm");
-  EXPECT_EQ(valueOf(argv, "-kernel"), "/store/vms/vm1/boot/kernel");
-  EXPECT_EQ(valueOf(argv, "-initrd"), "/store/vms/vm1/boot/initrd");
+  EXPECT_EQ(valueOf(argv, "-kernel"), "/store/vms/vm1/live/kernel");
+  EXPECT_EQ(valueOf(argv, "-initrd"), "/store/vms/vm1/live/initrd");
   EXPECT_EQ(valueOf(argv, "-append"), "console=ttyS0 quiet");
   EXPECT_TRUE(has(argv, "virtserialport,bus=vser0.0,chardev=agent0,name=org.vmckpt.agent.0"));
 }

@@ -109,7 +109,7 @@ Status killQemu(pid_t pid, Deadline deadline) {
 }
 
 void cleanRunFiles(const VmPaths& paths) {
-  for (const auto& f : {paths.pidFile, paths.qmpSocket, paths.agentSocket}) (void)fs::removeFile(f);
+  for (const auto& f : {paths.pidFile, paths.qmpSocket, paths.agentSocket, paths.console}) (void)fs::removeFile(f);
 }
 
 }  // namespace vmckpt::vmm

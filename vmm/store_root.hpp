@@ -14,16 +14,18 @@ struct VmPaths {
   std::string dir;        // <home>/vms/<name>
   std::string spec;       // spec.json
   std::string lifecycle;  // lifecycle.json: when started/stopped, effective accel
-  std::string boot;       // boot/ : kernel and initrd copied at create time
-  std::string kernel;     // boot/kernel
-  std::string initrd;     // boot/initrd
-  std::string live;       // live/ : guest RAM file and disks (snapshotted together)
+  std::string live;       // live/ : everything a snapshot captures, in one directory
   std::string mem;        // live/mem : guest RAM, memory-backend-file,share=on
+  std::string kernel;     // live/kernel : copied at create time (snapshots share its extents)
+  std::string initrd;     // live/initrd
+  std::string devstate;   // live/devstate : QEMU device state, present only while snapshotting
+  std::string snapshots;  // snapshots/ : one directory per published snapshot
   std::string run;        // run/ : runtime files of the QEMU process
   std::string pidFile;    // run/qemu.pid
   std::string qmpSocket;  // run/qmp.sock (0600)
   std::string agentSocket;// run/agent.sock (0600)
-  std::string serialLog;  // run/serial.log (guest console)
+  std::string console;    // run/console.sock (0600): the serial console, for input
+  std::string serialLog;  // run/serial.log (guest console output, kept by QEMU's logfile=)
   std::string qemuLog;    // run/qemu.log (QEMU's own stderr)
   std::string lock;       // lock (flock)
 

@@ -2,9 +2,12 @@
 
 #include <dirent.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -12,6 +15,7 @@
 #include "common/child_process.hpp"
 #include "common/fs.hpp"
 #include "common/strings.hpp"
+#include "common/unique_fd.hpp"
 
 extern char** environ;
 
@@ -51,6 +55,25 @@ std::vector<int> VmckptTest::qemuPids() {
   }
   ::closedir(d);
   return pids;
+}
+
+void VmckptTest::useHome(const std::string& dir) {
+  (void)fs::removeTree(home_);
+  home_ = dir;
+  ASSERT_TRUE(fs::makeDirs(home_, 0700));
+}
+
+void VmckptTest::sendConsole(const std::string& name, const std::string& line) {
+  std::string path = cat(home_, "/vms/", name, "/run/console.sock");
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  ASSERT_LT(path.size(), sizeof addr.sun_path);
+  std::strcpy(addr.sun_path, path.c_str());
+  ASSERT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << path << ": " << std::strerror(errno);
+  std::string data = line + "\n";
+  ASSERT_EQ(::send(fd.get(), data.data(), data.size(), MSG_NOSIGNAL), static_cast<ssize_t>(data.size()));
+  std::this_thread::sleep_for(100ms);  // let QEMU read it before the hang-up
 }
 
 void VmckptTest::TearDown() {

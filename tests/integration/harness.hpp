@@ -39,6 +39,10 @@ class VmckptTest : public ::testing::Test {
   int lastCounter(const std::string& name);
   // Pids of QEMU processes (not zombies) whose command line mentions this test's store.
   std::vector<int> qemuPids();
+  // Types `line` + "\n" on the guest's serial console (run/console.sock).
+  void sendConsole(const std::string& name, const std::string& line);
+  // Moves this test's store to `dir` (e.g. onto a loop filesystem).
+  void useHome(const std::string& dir);
 
   std::string home_;
   static std::string kernel() { return std::string(VMCKPT_TEST_GUEST_DIR) + "/kernel"; }

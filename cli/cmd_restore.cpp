@@ -1,0 +1,38 @@
+// vmckpt restore NAME SNAP [--as NEW] [--paused]
+#include <memory>
+
+#include "cli/context.hpp"
+#include "common/strings.hpp"
+
+namespace vmckpt::cli {
+
+void addRestore(CLI::App& app, Context& ctx) {
+  struct Opts {
+    std::string name, snap, as;
+    bool paused = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* sub = app.add_subcommand("restore", "Bring a VM back from a snapshot (in place when stopped, or --as a new VM)");
+  sub->add_option("name", o->name, "VM name")->required();
+  sub->add_option("snapshot", o->snap, "Snapshot id, unique id prefix, or tag")->required();
+  sub->add_option("--as", o->as, "Restore into a new VM of this name; the original is untouched");
+  sub->add_flag("--paused", o->paused, "Leave the restored guest paused");
+  sub->callback([&ctx, o] {
+    ctx.action = [&ctx, o]() -> Status {
+      auto mgr = ctx.manager();
+      if (!mgr) return fail(mgr.error());
+      auto r = mgr->restore(o->name, o->snap, {o->as, o->paused});
+      if (!r) return fail(r.error());
+      Json j = r->status.toJson();
+      j["snapshot"] = r->snapshot;
+      j["restore_ms"] = r->restoreMs;
+      char ms[32];
+      std::snprintf(ms, sizeof ms, "%.0f", r->restoreMs);
+      ctx.emit(j, cat("restored VM ", r->status.name, " from snapshot ", r->snapshot, " in ", ms, " ms (",
+                      vmm::vmStateName(r->status.state), ", QEMU pid ", r->status.pid, ")"));
+      return {};
+    };
+  });
+}
+
+}  // namespace vmckpt::cli

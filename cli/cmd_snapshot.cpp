@@ -1,0 +1,57 @@
+// vmckpt snapshot NAME [--tag T] [--store-mode M]
+#include <memory>
+
+#include "cli/context.hpp"
+#include "common/strings.hpp"
+
+namespace vmckpt::cli {
+
+void addSnapshot(CLI::App& app, Context& ctx) {
+  struct Opts {
+    std::string name, tag, mode = "auto";
+  };
+  auto o = std::make_shared<Opts>();
+  auto* sub = app.add_subcommand("snapshot", "Capture a running VM (pause of milliseconds on btrfs/XFS)");
+  sub->add_option("name", o->name, "VM name")->required();
+  sub->add_option("--tag,-t", o->tag, "A name for the snapshot (usable instead of its id)");
+  sub->add_option("--store-mode", o->mode, "auto | btrfs | reflink | copy")->capture_default_str();
+  sub->callback([&ctx, o] {
+    ctx.action = [&ctx, o]() -> Status {
+      vmm::SnapshotOptions opts{o->tag, {}};
+      if (o->mode != "auto") {
+        auto m = vmm::store::parseStoreMode(o->mode);
+        if (!m) return fail(m.error());
+        opts.mode = *m;
+      }
+      auto mgr = ctx.manager();
+      if (!mgr) return fail(mgr.error());
+      auto r = mgr->snapshot(o->name, opts);
+      if (!r) return fail(r.error());
+      const auto& m = r->manifest;
+      Json j = {{"id", m.id},
+                {"vm", m.vm},
+                {"tag", m.tag.empty() ? Json(nullptr) : Json(m.tag)},
+                {"pause_ms", m.timings.pauseMs},
+                {"total_ms", m.timings.totalMs},
+                {"devstate_bytes", m.devstateBytes},
+                {"exclusive_bytes", m.exclusiveBytes},
+                {"parent", m.parent.empty() ? Json(nullptr) : Json(m.parent)},
+                {"store_mode", vmm::store::storeModeName(m.mode)},
+                {"timings",
+                 {{"flush_ms", m.timings.flushMs},
+                  {"devstate_ms", m.timings.devstateMs},
+                  {"capture_ms", m.timings.captureMs}}},
+                {"dir", r->dir}};
+      char pause[32], total[32];
+      std::snprintf(pause, sizeof pause, "%.1f", m.timings.pauseMs);
+      std::snprintf(total, sizeof total, "%.0f", m.timings.totalMs);
+      ctx.emit(j, cat("snapshot ", m.id, " of VM ", m.vm, m.tag.empty() ? "" : cat(" (tag ", m.tag, ")"), ": paused ",
+                      m.wasRunning ? cat(pause, " ms") : std::string("- (VM was paused)"), ", total ", total,
+                      " ms, device state ", formatSize(m.devstateBytes), ", exclusive ", formatSize(m.exclusiveBytes),
+                      ", ", vmm::store::storeModeName(m.mode), " store, parent ", m.parent.empty() ? "none" : m.parent));
+      return {};
+    };
+  });
+}
+
+}  // namespace vmckpt::cli

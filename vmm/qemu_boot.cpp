@@ -1,0 +1,103 @@
+#include "vmm/qemu_boot.hpp"
+
+#include <sys/stat.h>
+
+#include "common/fs.hpp"
+#include "common/log.hpp"
+#include "common/strings.hpp"
+#include "vmm/qemu_command.hpp"
+#include "vmm/qemu_process.hpp"
+
+namespace vmckpt::vmm {
+namespace {
+using namespace std::chrono_literals;
+constexpr auto kLaunchTimeout = 30s;
+constexpr size_t kMaxUnixPath = 107;
+}  // namespace
+
+BootedQemu::~BootedQemu() {
+  if (released_ || pid_ <= 0) return;
+  qmp_.reset();
+  (void)killQemu(pid_, Deadline::in(5s));
+  cleanRunFiles(paths_);
+}
+
+std::string BootedQemu::qemuVersion() const {
+  const auto& g = qmp_->greeting();
+  return cat(g.major, ".", g.minor, ".", g.micro);
+}
+
+void noteBoot(VmRecord& rec, const BootedQemu& booted) {
+  rec.startedAt = nowIso();
+  rec.stoppedAt.clear();
+  rec.stopKind.clear();
+  rec.accel = std::string(accelName(booted.accel().accel));
+  rec.accelReason = booted.accel().reason;
+  rec.machine = booted.machine();
+}
+
+Result<qmp::Client> connectQmp(const VmPaths& p, Deadline deadline) {
+  auto c = qmp::Client::connect(p.qmpSocket, deadline);
+  if (!c && c.error().code() == Errc::timeout)
+    return fail(Errc::timeout, "QEMU's QMP socket did not answer (another client connected, or QEMU hung)");
+  return c;
+}
+
+Result<std::string> resolveMachine(qmp::Client& c, const std::string& requested) {
+  auto machines = c.execute("query-machines");
+  if (!machines) return fail(machines.error());
+  if (machines->is_array()) {
+    for (const auto& m : *machines) {
+      if (!m.is_object()) continue;
+      if (m.value("alias", "") == requested) return m.value("name", requested);
+    }
+  }
+  return requested;
+}
+
+Result<BootedQemu> bootQemu(const VmSpec& spec, const VmPaths& p, const BootRequest& req) {
+  PidCheck pc = checkPidFile(p);
+  if (pc.state == PidState::alive)
+    return fail(Errc::wrongState, cat("VM ", spec.name, " is already running (QEMU pid ", pc.pid, ")"));
+  if (pc.state == PidState::stale) {
+    log::info("removing stale pid file of VM ", spec.name, " (QEMU pid ", pc.pid, " is gone)");
+    cleanRunFiles(p);
+  }
+  for (const auto& sock : {p.qmpSocket, p.console, p.agentSocket})
+    if (sock.size() > kMaxUnixPath)
+      return fail(Errc::invalidArgument,
+                  cat("store path too long for a unix socket: ", sock, " (set VMCKPT_HOME to a shorter path)"));
+
+  auto qemu = findQemu();
+  if (!qemu) return fail(qemu.error());
+  auto choice = chooseAccel(spec.accel, req.home, *qemu, spec.kernelBoot ? p.kernel : std::string());
+  if (!choice) return fail(choice.error());
+  log::info("VM ", spec.name, ": ", choice->reason);
+  VMCKPT_TRY(fs::makeDirs(p.run, 0700));
+  VMCKPT_TRY(fs::removeFile(p.qemuLog));
+
+  QemuLaunch launch{*qemu, choice->accel, true, req.incoming, req.machine};
+  auto pid = launchQemu(buildQemuCommand(spec, p, launch), p, Deadline::in(kLaunchTimeout));
+  if (!pid) {
+    cleanRunFiles(p);
+    if (!req.machine.empty() && pid.error().message().find("unsupported machine type") != std::string::npos)
+      return fail(Errc::unsupported, cat("this QEMU lacks machine type ", req.machine, " that the snapshot was taken on"));
+    return fail(pid.error());
+  }
+  // Owned from here: dropped on failure means killed.
+  auto client = connectQmp(p, Deadline::in(5s));
+  if (!client) {
+    (void)killQemu(*pid, Deadline::in(5s));
+    cleanRunFiles(p);
+    return fail(client.error());
+  }
+  for (const auto& sock : {p.qmpSocket, p.agentSocket, p.console})
+    if (fs::exists(sock)) ::chmod(sock.c_str(), 0600);
+  BootedQemu booted(*pid, std::move(*client), *choice, {}, p);
+  auto machine = resolveMachine(booted.qmp(), req.machine.empty() ? spec.machine : req.machine);
+  if (!machine) return fail(machine.error());
+  booted.machine_ = *machine;
+  return booted;
+}
+
+}  // namespace vmckpt::vmm

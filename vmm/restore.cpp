@@ -1,0 +1,183 @@
+// VmManager::restore: a writable clone of the snapshot becomes the VM's live directory,
+// QEMU maps the cloned RAM file (pages fault in lazily) and loads only device state.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+
+#include "common/fs.hpp"
+#include "common/log.hpp"
+#include "common/scope_exit.hpp"
+#include "common/sha256.hpp"
+#include "common/strings.hpp"
+#include "common/unique_fd.hpp"
+#include "vmm/lifecycle.hpp"
+#include "vmm/qemu_boot.hpp"
+#include "vmm/qemu_process.hpp"
+#include "vmm/store/backend.hpp"
+#include "vmm/vm_record.hpp"
+
+namespace vmckpt::vmm {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+constexpr auto kIncomingTimeout = 60s;
+const char* kDevstateFdName = "vmckpt-devstate";
+
+// What restore needs before it touches anything: every file present with its size, and
+// the device state (the one file QEMU parses) matching its checksum. `vmckpt verify`
+// checks every checksum.
+Status checkForRestore(const store::SnapshotEntry& s) {
+  for (const auto& f : s.manifest.files) {
+    std::string path = s.dataDir() + "/" + f.name;
+    struct stat st{};
+    if (::stat(path.c_str(), &st) != 0)
+      return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": ", f.name, " is missing"));
+    if (static_cast<std::uint64_t>(st.st_size) != f.size)
+      return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": ", f.name, " has size ", st.st_size,
+                                     ", manifest says ", f.size));
+  }
+  const auto* dev = s.manifest.file("devstate");
+  if (!dev || dev->sha256.empty())
+    return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": manifest has no checksummed device state"));
+  auto sum = sha256File(s.dataDir() + "/devstate");
+  if (!sum) return fail(sum.error());
+  if (*sum != dev->sha256)
+    return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": device state fails its sha256 check (damaged or tampered with)"));
+  return {};
+}
+
+Status loadDeviceState(qmp::Client& c, const VmPaths& p) {
+  auto caps = c.execute("migrate-set-capabilities",
+                        {{"capabilities",
+                          {{{"capability", "x-ignore-shared"}, {"state", true}}, {{"capability", "events"}, {"state", true}}}}});
+  if (!caps) return fail(caps.error());
+  UniqueFd dev(::open(p.devstate.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!dev) return failErrno(cat("open ", p.devstate), errno);
+  int fd = dev.get();
+  if (auto r = c.execute("getfd", {{"fdname", kDevstateFdName}}, Deadline::in(5s), std::span<const int>(&fd, 1)); !r)
+    return fail(r.error());
+  dev.reset();
+  if (auto r = c.execute("migrate-incoming", {{"uri", cat("fd:", kDevstateFdName)}}); !r) return fail(r.error());
+  auto ev = c.waitEvent(
+      [](const qmp::Event& e) {
+        if (e.name != "MIGRATION") return false;
+        std::string s = e.data.value("status", "");
+        return s == "completed" || s == "failed" || s == "cancelled";
+      },
+      Deadline::in(kIncomingTimeout));
+  if (!ev) return fail(ev.error().context("loading device state"));
+  if (ev->data.value("status", "") != "completed") {
+    std::string why = lastLogLine(p.qemuLog);
+    return fail(Errc::processFailed, cat("QEMU could not load the device state: ", why.empty() ? "no message" : why));
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<RestoreResult> VmManager::restore(const std::string& name, const std::string& ref, const RestoreOptions& opts) {
+  auto t0 = Clock::now();
+  const bool inPlace = opts.asName.empty() || opts.asName == name;
+  const std::string target = inPlace ? name : opts.asName;
+  auto ctx = [&](const Error& e) { return fail(e.context(cat("restore ", target))); };
+
+  auto held = lockVm(name);
+  if (!held) return fail(held.error());
+  store::Catalog catalog(held->paths.snapshots);
+  auto snap = catalog.resolve(ref);
+  if (!snap) return ctx(snap.error());
+  const store::Manifest& m = snap->manifest;
+  if (auto s = checkForRestore(*snap); !s) return ctx(s.error());
+  auto backend = store::makeBackend(m.mode);
+
+  VmSpec spec = m.spec;
+  std::optional<VmPaths> staged;  // --as: the new VM's directory while it is being built
+  std::string oldLive;            // in place: the replaced live directory, until QEMU runs
+  if (inPlace) {
+    if (PidCheck pc = checkPidFile(held->paths); pc.state == PidState::alive)
+      return ctx(Error(Errc::wrongState, cat("VM ", name, " is running; stop it first, or restore --as NEW_NAME")));
+  } else {
+    VMCKPT_TRY(validateVmName(target));
+    if (root_.vmExists(target)) return ctx(Error(Errc::alreadyExists, cat("a VM named ", target, " already exists")));
+    spec.name = target;
+    // The guest's NIC keeps its MAC (it is in the device state anyway).
+    if (spec.net.mac.empty()) spec.net.mac = defaultMac(name);
+  }
+  VmPaths p = root_.vm(target);
+
+  // 1. The writable clone becomes live/.
+  ScopeExit undo([&] {
+    if (inPlace) {
+      if (!oldLive.empty()) {
+        (void)store::removeStoreTree(p.live);
+        ::rename(oldLive.c_str(), p.live.c_str());
+      }
+    } else if (staged) {
+      (void)store::removeStoreTree(staged->dir);
+    }
+  });
+  if (inPlace) {
+    std::string fresh = cat(p.dir, "/.live-restore-", ::getpid());
+    (void)store::removeStoreTree(fresh);
+    if (auto s = backend->cloneWritable(snap->dataDir(), fresh); !s) return ctx(s.error());
+    oldLive = cat(p.dir, "/.live-old-", ::getpid());
+    if (::rename(p.live.c_str(), oldLive.c_str()) != 0) {
+      int err = errno;
+      oldLive.clear();
+      (void)store::removeStoreTree(fresh);
+      return ctx(Error::fromErrno(cat("rename ", p.live), err));
+    }
+    if (::rename(fresh.c_str(), p.live.c_str()) != 0) return ctx(Error::fromErrno(cat("rename ", fresh), errno));
+  } else {
+    staged.emplace(cat(root_.vmsDir(), "/.restore-", target, "-", ::getpid()));
+    for (const auto& d : {staged->dir, staged->run}) VMCKPT_TRY(fs::makeDirs(d, 0700));
+    if (auto s = backend->cloneWritable(snap->dataDir(), staged->live); !s) return ctx(s.error());
+    VMCKPT_TRY(fs::writeFileAtomic(staged->spec, spec.toJson().dump(2) + "\n"));
+    if (::renameat2(AT_FDCWD, staged->dir.c_str(), AT_FDCWD, p.dir.c_str(), RENAME_NOREPLACE) != 0) {
+      int err = errno;
+      return ctx(err == EEXIST || err == ENOTEMPTY ? Error(Errc::alreadyExists, cat("a VM named ", target, " already exists"))
+                                                   : Error::fromErrno(cat("rename ", staged->dir), err));
+    }
+    staged.emplace(p.dir);  // undo now removes the published directory
+  }
+
+  // 2. QEMU on the clone, waiting for device state.
+  VMCKPT_TRY(fs::makeDirs(p.run, 0700));
+  {
+    // The console log continues; mark where the restored guest picks up.
+    UniqueFd log(::open(p.serialLog.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+    std::string mark = cat("\n[vmckpt: restored from snapshot ", m.id, " at ", nowIso(), "]\n");
+    if (log) (void)!::write(log.get(), mark.data(), mark.size());
+  }
+  auto booted = bootQemu(spec, p, {root_.home(), true, m.machine});
+  if (!booted) return ctx(booted.error());
+  if (auto s = loadDeviceState(booted->qmp(), p); !s) return ctx(s.error());
+  (void)fs::removeFile(p.devstate);
+
+  // 3. Run (a stream saved from a stopped guest arrives paused).
+  if (!opts.paused && m.wasRunning) {
+    (void)booted->qmp().takeEvents();
+    if (auto r = booted->qmp().execute("cont"); !r) return ctx(r.error());
+    if (auto ev = booted->qmp().waitEvent("RESUME", Deadline::in(5s)); !ev) return ctx(ev.error());
+  }
+  double restoreMs = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+
+  VmRecord rec = inPlace ? loadRecord(p) : VmRecord{};
+  noteBoot(rec, *booted);
+  rec.head = inPlace ? m.id : std::string();
+  VMCKPT_TRY(saveRecord(p, rec));
+  booted->release();
+  undo.cancel();
+  if (!oldLive.empty()) {
+    if (auto s = store::removeStoreTree(oldLive); !s) log::warn("could not remove the old live directory: ", s.error().message());
+  }
+  auto st = statusLocked(target, spec);
+  if (!st) return fail(st.error());
+  return RestoreResult{std::move(*st), m.id, restoreMs};
+}
+
+}  // namespace vmckpt::vmm

@@ -1,0 +1,32 @@
+// How a store mode makes a live directory, captures it, and clones a capture back into
+// a writable directory. The live directory is flat: regular files only (RAM, disks,
+// kernel, initrd, device state).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/error.hpp"
+#include "vmm/store/store_mode.hpp"
+
+namespace vmckpt::vmm::store {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual StoreMode mode() const = 0;
+  // Creates an empty live directory at `path` (a subvolume on btrfs).
+  virtual Status createLiveDir(const std::string& path) const = 0;
+  // Captures `live` into `dest` (which must not exist), read-only. The caller has
+  // paused the guest, so the files do not change meanwhile.
+  virtual Status capture(const std::string& live, const std::string& dest) const = 0;
+  // Makes a writable copy of a capture at `dest` (which must not exist).
+  virtual Status cloneWritable(const std::string& captured, const std::string& dest) const = 0;
+};
+
+std::unique_ptr<Backend> makeBackend(StoreMode mode);
+
+// rm -rf that also deletes btrfs subvolumes (read-only snapshots included) inside it.
+Status removeStoreTree(const std::string& path);
+
+}  // namespace vmckpt::vmm::store

@@ -1,0 +1,116 @@
+#include "vmm/store/manifest.hpp"
+
+#include "common/fs.hpp"
+#include "common/strings.hpp"
+
+namespace vmckpt::vmm::store {
+namespace {
+
+bool plainName(const std::string& n) {
+  return !n.empty() && n.size() <= 255 && n.find('/') == std::string::npos && n != "." && n != "..";
+}
+
+}  // namespace
+
+const ManifestFile* Manifest::file(const std::string& name) const {
+  for (const auto& f : files)
+    if (f.name == name) return &f;
+  return nullptr;
+}
+
+Json Manifest::toJson() const {
+  Json filesJ = Json::array();
+  for (const auto& f : files) {
+    Json fj = {{"name", f.name}, {"size", f.size}};
+    if (!f.sha256.empty()) fj["sha256"] = f.sha256;
+    filesJ.push_back(fj);
+  }
+  return {
+      {"format", {{"major", kFormatMajor}, {"minor", kFormatMinor}}},
+      {"id", id},
+      {"vm", vm},
+      {"tag", tag.empty() ? Json(nullptr) : Json(tag)},
+      {"parent", parent.empty() ? Json(nullptr) : Json(parent)},
+      {"created", created},
+      {"store_mode", storeModeName(mode)},
+      {"vmckpt_version", vmckptVersion},
+      {"qemu", {{"version", qemuVersion}, {"machine", machine}}},
+      {"was_running", wasRunning},
+      {"spec", spec.toJson()},
+      {"files", filesJ},
+      {"timings",
+       {{"flush_ms", timings.flushMs},
+        {"pause_ms", timings.pauseMs},
+        {"devstate_ms", timings.devstateMs},
+        {"capture_ms", timings.captureMs},
+        {"total_ms", timings.totalMs}}},
+      {"devstate_bytes", devstateBytes},
+      {"exclusive_bytes", exclusiveBytes},
+  };
+}
+
+Result<Manifest> Manifest::fromJson(const Json& j) {
+  if (!j.is_object()) return fail(Errc::corrupt, "manifest is not a JSON object");
+  try {
+    const Json& f = j.at("format");
+    int major = f.at("major").get<int>(), minor = f.at("minor").get<int>();
+    if (major > kFormatMajor || (major == kFormatMajor && minor > kFormatMinor))
+      return fail(Errc::corrupt, cat("snapshot format ", major, ".", minor, " is newer than this vmckpt understands (",
+                                     kFormatMajor, ".", kFormatMinor, "); upgrade vmckpt"));
+    Manifest m;
+    m.id = j.at("id").get<std::string>();
+    m.vm = j.at("vm").get<std::string>();
+    if (auto t = j.find("tag"); t != j.end() && t->is_string()) m.tag = t->get<std::string>();
+    if (auto p = j.find("parent"); p != j.end() && p->is_string()) m.parent = p->get<std::string>();
+    m.created = j.value("created", "");
+    auto mode = parseStoreMode(j.at("store_mode").get<std::string>());
+    if (!mode) return fail(Errc::corrupt, mode.error().message());
+    m.mode = *mode;
+    m.vmckptVersion = j.value("vmckpt_version", "");
+    if (auto q = j.find("qemu"); q != j.end() && q->is_object()) {
+      m.qemuVersion = q->value("version", "");
+      m.machine = q->value("machine", "");
+    }
+    m.wasRunning = j.value("was_running", true);
+    auto spec = VmSpec::fromJson(j.at("spec"));
+    if (!spec) return fail(spec.error().context("manifest spec"));
+    m.spec = std::move(*spec);
+    for (const auto& fj : j.at("files")) {
+      ManifestFile mf;
+      mf.name = fj.at("name").get<std::string>();
+      if (!plainName(mf.name)) return fail(Errc::corrupt, cat("manifest names a file '", mf.name, "' that is not a plain name"));
+      mf.size = fj.at("size").get<std::uint64_t>();
+      mf.sha256 = fj.value("sha256", "");
+      m.files.push_back(std::move(mf));
+    }
+    if (auto t = j.find("timings"); t != j.end() && t->is_object()) {
+      m.timings.flushMs = t->value("flush_ms", 0.0);
+      m.timings.pauseMs = t->value("pause_ms", 0.0);
+      m.timings.devstateMs = t->value("devstate_ms", 0.0);
+      m.timings.captureMs = t->value("capture_ms", 0.0);
+      m.timings.totalMs = t->value("total_ms", 0.0);
+    }
+    m.devstateBytes = j.value("devstate_bytes", std::uint64_t{0});
+    m.exclusiveBytes = j.value("exclusive_bytes", std::uint64_t{0});
+    if (!plainName(m.id)) return fail(Errc::corrupt, "manifest id is not a plain name");
+    return m;
+  } catch (const Json::exception& e) {
+    return fail(Errc::corrupt, cat("manifest: ", e.what()));
+  }
+}
+
+Result<Manifest> readManifest(const std::string& path) {
+  auto text = fs::readFile(path, kMaxManifestBytes);
+  if (!text) return fail(text.error());
+  auto j = Json::parse(*text, nullptr, false);
+  if (j.is_discarded()) return fail(Errc::corrupt, cat(path, ": not valid JSON"));
+  auto m = Manifest::fromJson(j);
+  if (!m) return fail(m.error().context(path));
+  return m;
+}
+
+Status writeManifest(const std::string& path, const Manifest& m) {
+  return fs::writeFileAtomic(path, m.toJson().dump(2) + "\n", 0600);
+}
+
+}  // namespace vmckpt::vmm::store

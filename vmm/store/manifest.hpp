@@ -1,0 +1,64 @@
+// A snapshot's manifest: what it holds and how it was taken. Versioned JSON, written
+// last (temp name, fsync, rename): a snapshot directory without one is not a snapshot.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/error.hpp"
+#include "vmm/store/store_mode.hpp"
+#include "vmm/vm_spec.hpp"
+
+namespace vmckpt::vmm::store {
+
+// Files up to this size get a sha256 in the manifest (device state, kernel, initrd);
+// larger ones (RAM, disks) are checked by size.
+inline constexpr std::uint64_t kChecksumLimit = 64ull << 20;
+inline constexpr std::uint64_t kMaxManifestBytes = 4ull << 20;
+
+struct ManifestFile {
+  std::string name;  // plain file name inside the snapshot's data/ directory
+  std::uint64_t size = 0;
+  std::string sha256;  // empty when larger than kChecksumLimit
+};
+
+struct Timings {
+  double flushMs = 0;     // pre-flush of the RAM file while the guest still ran
+  double pauseMs = 0;     // QMP STOP to RESUME (QEMU's own event timestamps)
+  double devstateMs = 0;  // migrate of device state (x-ignore-shared)
+  double captureMs = 0;   // the copy-on-write capture
+  double totalMs = 0;     // whole snapshot command
+};
+
+struct Manifest {
+  static constexpr int kFormatMajor = 1;
+  static constexpr int kFormatMinor = 0;
+
+  std::string id;
+  std::string vm;
+  std::string tag;
+  std::string parent;   // empty for none
+  std::string created;  // ISO 8601 UTC
+  StoreMode mode = StoreMode::copy;
+  std::string vmckptVersion;
+  std::string qemuVersion;
+  std::string machine;  // resolved machine type, e.g. pc-q35-7.2
+  bool wasRunning = true;
+  VmSpec spec;
+  std::vector<ManifestFile> files;
+  Timings timings;
+  std::uint64_t devstateBytes = 0;
+  std::uint64_t exclusiveBytes = 0;  // bytes not shared with the parent when taken
+
+  Json toJson() const;
+  // Tolerates unknown keys; refuses newer formats and names that are not plain file names.
+  static Result<Manifest> fromJson(const Json& j);
+  const ManifestFile* file(const std::string& name) const;
+};
+
+Result<Manifest> readManifest(const std::string& path);
+Status writeManifest(const std::string& path, const Manifest& m);
+
+}  // namespace vmckpt::vmm::store
