@@ -48,7 +48,9 @@ void addSnapshot(CLI::App& app, Context& ctx) {
       ctx.emit(j, cat("snapshot ", m.id, " of VM ", m.vm, m.tag.empty() ? "" : cat(" (tag ", m.tag, ")"), ": paused ",
                       m.wasRunning ? cat(pause, " ms") : std::string("- (VM was paused)"), ", total ", total,
                       " ms, device state ", formatSize(m.devstateBytes), ", exclusive ", formatSize(m.exclusiveBytes),
-                      ", ", vmm::store::storeModeName(m.mode), " store, parent ", m.parent.empty() ? "none" : m.parent));
+                      ", ", vmm::store::storeModeName(m.mode), " store",
+                      m.mode == vmm::store::StoreMode::copy ? " (slow: RAM was copied while the guest was paused)" : "",
+                      ", parent ", m.parent.empty() ? "none" : m.parent));
       return {};
     };
   });

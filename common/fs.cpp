@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <system_error>
+#include <vector>
 
 #include "common/strings.hpp"
 #include "common/unique_fd.hpp"
@@ -42,32 +43,36 @@ Status writeAll(int fd, const char* data, size_t len, const std::string& path) {
   return {};
 }
 
-Status copyRange(int in, int out, off_t start, off_t end, const std::string& src) {
+// Copies bytes through a buffer: a real physical copy, whatever the filesystem.
+Status copyRangeByBuffer(int in, int out, off_t start, off_t end, const std::string& src, const std::string& dst) {
+  std::vector<char> buf(1 << 20);
+  off_t off = start;
+  while (off < end) {
+    ssize_t r = ::pread(in, buf.data(), static_cast<size_t>(std::min<off_t>(static_cast<off_t>(buf.size()), end - off)), off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return failErrno(cat("read ", src), errno);
+    if (r == 0) break;
+    ssize_t done = 0;
+    while (done < r) {
+      ssize_t w = ::pwrite(out, buf.data() + done, static_cast<size_t>(r - done), off + done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return failErrno(cat("write ", dst), errno);
+      done += w;
+    }
+    off += r;
+  }
+  return {};
+}
+
+// copy_file_range: in-kernel copy, which Btrfs and XFS turn into a reflink where they can.
+Status copyRangeInKernel(int in, int out, off_t start, off_t end, const std::string& src, const std::string& dst) {
   off_t inOff = start, outOff = start;
   while (inOff < end) {
     ssize_t n = ::copy_file_range(in, &inOff, out, &outOff, static_cast<size_t>(end - inOff), 0);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL)) {
-      // Fall back to read/write for filesystems copy_file_range does not handle.
-      char buf[1 << 16];
-      while (inOff < end) {
-        ssize_t r = ::pread(in, buf, std::min<off_t>(sizeof buf, end - inOff), inOff);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return failErrno(cat("read ", src), errno);
-        if (r == 0) break;
-        ssize_t done = 0;
-        while (done < r) {
-          ssize_t w = ::pwrite(out, buf + done, static_cast<size_t>(r - done), outOff + done);
-          if (w < 0 && errno == EINTR) continue;
-          if (w < 0) return failErrno("write", errno);
-          done += w;
-        }
-        inOff += r;
-        outOff += r;
-      }
-      return {};
-    }
-    if (n < 0) return failErrno(cat("copy_file_range ", src), errno);
+    if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL))
+      return copyRangeByBuffer(in, out, inOff, end, src, dst);
+    if (n < 0) return failErrno(cat("copy_file_range ", src, " -> ", dst), errno);
     if (n == 0) break;
   }
   return {};
@@ -188,6 +193,8 @@ Status copyFile(const std::string& src, const std::string& dst, CopyMethod metho
     if (!cloned && method == CopyMethod::reflinkOnly)
       return fail(Errc::unsupported, cat("reflink ", src, ": ", std::strerror(errno)), errno);
   }
+  // copyOnly promises a physical copy, so not copy_file_range (which may reflink).
+  auto copy = method == CopyMethod::copyOnly ? copyRangeByBuffer : copyRangeInKernel;
   if (!cloned) {
     // No reflink here: sparse-aware copy of each data extent.
     if (::ftruncate(out.get(), st.st_size) != 0) return failErrno(cat("ftruncate ", tmp), errno);
@@ -197,12 +204,12 @@ Status copyFile(const std::string& src, const std::string& dst, CopyMethod metho
       if (data < 0 && errno == ENXIO) break;  // only a hole remains
       if (data < 0) {
         data = pos;  // SEEK_DATA unsupported: copy everything
-        if (auto s = copyRange(in.get(), out.get(), data, st.st_size, src); !s) return s;
+        if (auto s = copy(in.get(), out.get(), data, st.st_size, src, tmp); !s) return s;
         break;
       }
       off_t hole = ::lseek(in.get(), data, SEEK_HOLE);
       if (hole < 0) hole = st.st_size;
-      if (auto s = copyRange(in.get(), out.get(), data, hole, src); !s) return s;
+      if (auto s = copy(in.get(), out.get(), data, hole, src, tmp); !s) return s;
       pos = hole;
     }
   }

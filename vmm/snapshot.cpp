@@ -123,7 +123,7 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   if (mode == store::StoreMode::btrfs && !store::isSubvolume(p.live))
     return ctx(Error(Errc::unsupported, "store mode btrfs needs live/ to be a subvolume (the VM was created outside btrfs)"));
   if (mode == store::StoreMode::copy)
-    log::warn("copy mode: the guest stays paused while its RAM and disks are copied (slow; use btrfs or XFS)");
+    log::info("copy mode: the guest stays paused while its RAM and disks are copied (slow; use btrfs or XFS)");
   auto backend = store::makeBackend(mode);
 
   store::Catalog catalog(p.snapshots);

@@ -5,7 +5,9 @@
 #
 # The kernel is the host's Debian kernel (newest /boot/vmlinuz-<ver> that has a
 # /lib/modules/<ver>); the initramfs holds static busybox, /init, the modules named
-# in modules.list (plus their dependencies) and workloads/*.sh.
+# in modules.list (plus their dependencies), workloads/*.sh and the test tools:
+# tools/NAME.c is compiled with `gcc -static` into /bin/vmckpt-NAME (needs gcc and
+# libc6-dev).
 #
 # Environment (all optional):
 #   VMCKPT_GUEST_KERNEL_VERSION  kernel version to use instead of the newest one
@@ -52,6 +54,14 @@ umask 022
 for tool in cpio gzip modinfo find sort cmp; do
     command -v "$tool" >/dev/null || die "'$tool' not found (Debian: apt-get install cpio gzip kmod)"
 done
+shopt -s nullglob
+tool_sources=("$here"/tools/*.c)
+shopt -u nullglob
+if [ ${#tool_sources[@]} -gt 0 ]; then
+    command -v gcc >/dev/null || die "'gcc' not found; it builds the guest tools (Debian: apt-get install gcc libc6-dev)"
+    [ "$(gcc -print-file-name=libc.a)" != libc.a ] ||
+        die "gcc has no static C library for -static (Debian: apt-get install libc6-dev)"
+fi
 
 # --- kernel ---------------------------------------------------------------------------
 if [ -n "${VMCKPT_GUEST_KERNEL_VERSION:-}" ]; then
@@ -209,6 +219,19 @@ shopt -u nullglob
 for w in "${workloads[@]}"; do
     cp "$w" "$root/workloads/${w##*/}"
     chmod 0755 "$root/workloads/${w##*/}"
+done
+
+# Static and stripped, and compiled from a fixed file name in a fixed directory, so the
+# same source gives the same bytes (the initrd is replaced only when its content changes).
+for src in "${tool_sources[@]}"; do
+    name=${src##*/}
+    name=${name%.c}
+    case $name in
+        *[!A-Za-z0-9_-]* | '') die "tool source name '${src##*/}' may use only A-Z a-z 0-9 _ -" ;;
+    esac
+    (cd "$here/tools" && gcc -static -O2 -Wall -Wextra -Werror -s -o "$root/bin/vmckpt-$name" "$name.c") ||
+        die "compiling tools/$name.c failed (gcc's messages above)"
+    chmod 0755 "$root/bin/vmckpt-$name"
 done
 
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"

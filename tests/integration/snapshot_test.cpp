@@ -3,6 +3,9 @@
 // vmckpt-memtest: a known pattern over most of its RAM, a counter, and console commands
 // (dirty N MiB, verify).
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -11,6 +14,7 @@
 
 #include "common/fs.hpp"
 #include "common/strings.hpp"
+#include "common/unique_fd.hpp"
 #include "harness.hpp"
 #include "loop_fs.hpp"
 
@@ -217,11 +221,23 @@ TEST_F(SnapshotTest, ChainOfThreeRestoresInAnyOrderAndCostsOnlyWhatChanged) {
 }
 
 TEST_F(SnapshotTest, FullDiskDuringCaptureResumesTheGuestAndLeavesNoSnapshot) {
-  // XFS of 640 MiB: room for the VM (RAM file ~400 MiB once the pattern is written) but
-  // not for a full copy of it, which copy mode makes while the guest is paused.
-  useStore("xfs", 640ull << 20);
+  // A small XFS whose free space a ballast file cuts to half of what the RAM file
+  // occupies: copy mode, which copies RAM while the guest is paused, runs out of space.
+  useStore("xfs", 1ull << 30);
   if (IsSkipped()) return;
   bootMemtest("f1", "448M");
+  struct stat mem{};
+  ASSERT_EQ(::stat((home_ + "/vms/f1/live/mem").c_str(), &mem), 0);
+  struct statvfs sv{};
+  ASSERT_EQ(::statvfs(home_.c_str(), &sv), 0);
+  const long long used = static_cast<long long>(mem.st_blocks) * 512;
+  const long long avail = static_cast<long long>(sv.f_bavail) * static_cast<long long>(sv.f_frsize);
+  ASSERT_GT(used, 100ll << 20) << "the guest's pattern is not in the RAM file";
+  if (avail > used / 2) {
+    UniqueFd ballast(::open((loop_->mountPoint() + "/ballast").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+    ASSERT_TRUE(ballast);
+    ASSERT_EQ(::posix_fallocate(ballast.get(), 0, avail - used / 2), 0);
+  }
   int before = lastCounter("f1");
   CliRun r = vmckpt({"snapshot", "f1", "--store-mode", "copy"});
   EXPECT_NE(r.code, 0);
