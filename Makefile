@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVMCKPT_WERROR=ON
 
-.PHONY: all deps build image test unit-test integration-test demo clean
+.PHONY: all deps build image test unit-test integration-test demo bench clean
 
 all: build
 
@@ -31,6 +31,11 @@ integration-test: build image
 
 demo: build image
 	bash scripts/demo.sh $(BUILD_DIR)
+
+# Snapshot pause/restore against QEMU's stop+migrate-to-file (needs root: loop devices).
+BENCH_OUT ?= bench/results/$(shell date -u +%Y-%m-%d)-snapshot.json
+bench: build image
+	$(BUILD_DIR)/bin/vmckpt-bench --sizes 1G,4G --runs 5 --baseline-runs 3 --out $(BENCH_OUT)
 
 clean:
 	rm -rf $(BUILD_DIR)

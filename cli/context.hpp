@@ -38,6 +38,7 @@ void addResume(CLI::App& app, Context& ctx);
 void addStatus(CLI::App& app, Context& ctx);
 void addList(CLI::App& app, Context& ctx);
 void addLogs(CLI::App& app, Context& ctx);
+void addConsole(CLI::App& app, Context& ctx);
 void addDelete(CLI::App& app, Context& ctx);
 void addDoctor(CLI::App& app, Context& ctx);
 void addSnapshot(CLI::App& app, Context& ctx);

@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
   cli::addStatus(app, ctx);
   cli::addList(app, ctx);
   cli::addLogs(app, ctx);
+  cli::addConsole(app, ctx);
   cli::addDelete(app, ctx);
   cli::addDoctor(app, ctx);
   cli::addSnapshot(app, ctx);

@@ -15,6 +15,7 @@
 #include "common/log.hpp"
 #include "common/scope_exit.hpp"
 #include "common/sha256.hpp"
+#include "common/signal_block.hpp"
 #include "common/strings.hpp"
 #include "common/unique_fd.hpp"
 #include "vmm/lifecycle.hpp"
@@ -187,6 +188,8 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   (void)c.takeEvents();
 
   // --- the pause: from here on every exit path resumes the guest ---
+  // Ctrl-C or a TERM now would leave the guest paused: they wait until it runs again.
+  std::optional<SignalBlock> holdSignals(std::in_place);
   long long stopUs = 0;
   bool resumed = !m.wasRunning;
   ScopeExit resumeOnFailure([&] {
@@ -220,6 +223,7 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
     if (!ev) return ctx(ev.error().context("resume"));
     m.timings.pauseMs = static_cast<double>(ev->timestampUs - stopUs) / 1000.0;
   }
+  holdSignals.reset();  // a signal that arrived meanwhile is delivered now
   // --- the guest runs again ---
   (void)fs::removeFile(p.devstate);
 

@@ -50,7 +50,7 @@ struct VmSpec {
   std::string machine = "q35";
   std::string cpu;  // empty: "max" (works on TCG and KVM; "host" fails on some hosts)
   Accel accel = Accel::automatic;
-  // Kernel boot: files copied into the VM's boot/ directory at create time.
+  // Kernel boot: kernel and initrd are copied into the VM's live/ directory at create time.
   bool kernelBoot = false;
   bool hasInitrd = false;
   std::string append;

@@ -84,7 +84,7 @@ void VmckptTest::TearDown() {
   (void)fs::removeTree(home_);
 }
 
-CliRun VmckptTest::vmckpt(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) {
+std::vector<std::string> VmckptTest::environment(const std::map<std::string, std::string>& env) const {
   std::map<std::string, std::string> vars;
   for (char** e = environ; *e; ++e) {
     std::string kv = *e;
@@ -95,6 +95,11 @@ CliRun VmckptTest::vmckpt(const std::vector<std::string>& args, const std::map<s
   for (const auto& [k, v] : env) vars[k] = v;
   std::vector<std::string> envList;
   for (const auto& [k, v] : vars) envList.push_back(k + "=" + v);
+  return envList;
+}
+
+CliRun VmckptTest::vmckpt(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) {
+  std::vector<std::string> envList = environment(env);
   std::vector<std::string> argv = {VMCKPT_BIN};
   argv.insert(argv.end(), args.begin(), args.end());
   auto r = runCommand(argv, Deadline::in(120s), envList);

@@ -25,6 +25,8 @@ class VmckptTest : public ::testing::Test {
   void SetUp() override;
   void TearDown() override;
 
+  // The environment vmckpt runs with: ours, plus VMCKPT_HOME and `extra`.
+  std::vector<std::string> environment(const std::map<std::string, std::string>& extra = {}) const;
   // Runs build/bin/vmckpt with VMCKPT_HOME set to this test's store.
   CliRun vmckpt(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {});
   // Creates (asserting success) a VM booting the test guest with the given workload.

@@ -3,6 +3,7 @@
 // vmckpt-memtest: a known pattern over most of its RAM, a counter, and console commands
 // (dirty N MiB, verify).
 #include <dirent.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -12,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/child_process.hpp"
 #include "common/fs.hpp"
 #include "common/strings.hpp"
 #include "common/unique_fd.hpp"
@@ -157,6 +159,23 @@ TEST_P(SnapshotRoundTrip, KilledGuestComesBackExactlyWhereItWas) {
   // Nothing half-written is lying around.
   for (const auto& n : listDir(home_ + "/vms/v1/snapshots")) EXPECT_NE(n[0], '.') << n;
   EXPECT_FALSE(fs::exists(home_ + "/vms/v1/live/devstate"));
+
+  if (store == "copy") {
+    // Ctrl-C in the middle of a slow (copy-mode) snapshot never leaves the guest paused.
+    for (int delayMs : {150, 400, 800}) {
+      auto child = ChildProcess::spawn({.argv = {VMCKPT_BIN, "snapshot", "v1"},
+                                        .env = environment(),
+                                        .stdoutTo = Redirect::null(),
+                                        .stderrTo = Redirect::null()});
+      ASSERT_TRUE(child);
+      std::this_thread::sleep_for(std::chrono::milliseconds(delayMs));
+      child->signal(SIGINT);
+      ASSERT_TRUE(child->wait(Deadline::in(60s)));
+      EXPECT_EQ(vmckpt({"status", "v1", "--json"}).json()["state"], "running") << "after SIGINT at " << delayMs << " ms";
+      int now = lastCounter("v1");
+      EXPECT_TRUE(waitForConsole("v1", cat("counter ", now + 1), 10s)) << "guest not running after SIGINT";
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, SnapshotRoundTrip, ::testing::Values("btrfs", "xfs", "copy"),
