@@ -193,7 +193,7 @@ Result<VmStatus> VmManager::statusLocked(const std::string& name, const VmSpec& 
   bool exitedOnItsOwn = rec.stoppedAt.empty() || rec.stoppedAt < rec.startedAt;
   if (exitedOnItsOwn) {
     s.stoppedAt.clear();
-    std::string last = lastLogLine(p.qemuLog);
+    std::string last = qemuErrorLine(p.qemuLog);
     s.note = cat("QEMU exited without 'vmckpt stop' (guest power-off or crash)",
                  last.empty() ? std::string() : cat("; QEMU said: ", last));
   }

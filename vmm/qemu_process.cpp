@@ -59,6 +59,19 @@ std::string lastLogLine(const std::string& path) {
   return std::string(trim(nl == std::string_view::npos ? t : t.substr(nl + 1)));
 }
 
+std::string qemuErrorLine(const std::string& path) {
+  auto text = fs::readFile(path, 1 << 20);
+  if (!text) return {};
+  std::string found;
+  for (const auto& raw : split(*text, '\n')) {
+    std::string_view line = trim(raw);
+    if (!startsWith(line, "qemu-system-")) continue;
+    auto colon = line.find(": ");
+    if (colon != std::string_view::npos) found = std::string(line.substr(colon + 2));
+  }
+  return found.empty() ? lastLogLine(path) : found;
+}
+
 Result<pid_t> launchQemu(const std::vector<std::string>& argv, const VmPaths& paths, Deadline deadline) {
   if (log::enabled(log::Level::debug)) {
     std::string line;
@@ -79,12 +92,12 @@ Result<pid_t> launchQemu(const std::vector<std::string>& argv, const VmPaths& pa
     return fail(Errc::timeout, "QEMU did not finish initializing in time");
   }
   if (!st->success()) {
-    std::string why = lastLogLine(paths.qemuLog);
+    std::string why = qemuErrorLine(paths.qemuLog);
     return fail(Errc::processFailed, cat("QEMU failed to start (", st->describe(), "): ", why.empty() ? "no message" : why));
   }
   PidCheck pc = checkPidFile(paths);
   if (pc.state != PidState::alive) {
-    std::string why = lastLogLine(paths.qemuLog);
+    std::string why = qemuErrorLine(paths.qemuLog);
     return fail(Errc::processFailed, cat("QEMU exited right after starting: ", why.empty() ? "no message" : why));
   }
   return pc.pid;

@@ -42,4 +42,8 @@ void cleanRunFiles(const VmPaths& paths);
 // Last non-empty line of a log file (for one-line error messages).
 std::string lastLogLine(const std::string& path);
 
+// QEMU's own error from its log: the last line QEMU reported as an error ("<program>:
+// <message>", program name dropped), not the hints it prints after it; else the last line.
+std::string qemuErrorLine(const std::string& path);
+
 }  // namespace vmckpt::vmm

@@ -71,7 +71,7 @@ Status loadDeviceState(qmp::Client& c, const VmPaths& p) {
       Deadline::in(kIncomingTimeout));
   if (!ev) return fail(ev.error().context("loading device state"));
   if (ev->data.value("status", "") != "completed") {
-    std::string why = lastLogLine(p.qemuLog);
+    std::string why = qemuErrorLine(p.qemuLog);
     return fail(Errc::processFailed, cat("QEMU could not load the device state: ", why.empty() ? "no message" : why));
   }
   return {};

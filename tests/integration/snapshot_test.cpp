@@ -9,6 +9,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -221,9 +222,11 @@ TEST_F(SnapshotTest, ChainOfThreeRestoresInAnyOrderAndCostsOnlyWhatChanged) {
   EXPECT_NE(tree.out.find("s3"), std::string::npos) << tree.out;
 
   // Side by side: a restore --as another name leaves the original running.
-  CliRun as = vmckpt({"restore", "c1", "s2", "--as", "c2", "--json"});
+  CliRun as = vmckpt({"restore", "c1", "s2", "--as", "c2", "--paused", "--json"});
   ASSERT_EQ(as.code, 0) << as.err;
+  EXPECT_EQ(as.json()["state"], "paused");
   EXPECT_EQ(vmckpt({"status", "c1", "--json"}).json()["state"], "running");
+  ASSERT_EQ(vmckpt({"resume", "c2"}).code, 0);
   EXPECT_EQ(vmckpt({"status", "c2", "--json"}).json()["state"], "running");
   EXPECT_EQ(qemuPids().size(), 2u);
   ASSERT_EQ(vmckpt({"stop", "c2", "--force"}).code, 0);
@@ -237,6 +240,41 @@ TEST_F(SnapshotTest, ChainOfThreeRestoresInAnyOrderAndCostsOnlyWhatChanged) {
       EXPECT_EQ(s["parent"], ids[0]);
     }
   killRestoreAndCheck("c1", ids[2], counters[2]);
+}
+
+TEST_F(SnapshotTest, RawAndQcow2DisksAreCapturedWithMemory) {
+  useStore("btrfs");
+  if (IsSkipped()) return;
+  std::string raw = loop_->mountPoint() + "/raw.img", qcow = loop_->mountPoint() + "/disk.qcow2";
+  {
+    std::ofstream f(raw);
+    f.seekp((8 << 20) - 1);
+    f.put('\0');
+  }
+  auto q = runCommand({"qemu-img", "create", "-q", "-f", "qcow2", qcow, "16M"}, Deadline::in(30s));
+  ASSERT_TRUE(q && q->status.success());
+  createGuest("d1", "diskcounter", {"--disk", raw, "--disk", qcow});
+  ASSERT_EQ(vmckpt({"start", "d1"}).code, 0);
+  ASSERT_TRUE(waitForConsole("d1", "diskcounter: ok 3 vdb")) << console("d1");
+  Json s = snapshot("d1");
+  std::string id = s["id"];
+  Json insp = vmckpt({"inspect", "d1", id}).json();
+  std::vector<std::string> names;
+  for (const auto& f : insp["files"]) names.push_back(f["name"]);
+  EXPECT_NE(std::find(names.begin(), names.end(), "disk0.raw"), names.end());
+  EXPECT_NE(std::find(names.begin(), names.end(), "disk1.qcow2"), names.end());
+  ASSERT_TRUE(waitForConsole("d1", "diskcounter: ok 7 vdb")) << console("d1");
+  ASSERT_EQ(vmckpt({"stop", "d1", "--force"}).code, 0);
+  ASSERT_EQ(vmckpt({"restore", "d1", id}).code, 0);
+  // Two rounds after the restore: each disk must hold what memory last wrote to it.
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (countOf(sinceLastRestore(console("d1")), "diskcounter:") < 4 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(100ms);
+  std::string after = sinceLastRestore(console("d1"));
+  EXPECT_GE(countOf(after, "diskcounter: ok"), 4) << after;
+  EXPECT_EQ(countOf(after, "MISMATCH"), 0) << after;
+  EXPECT_NE(after.find(" vda"), std::string::npos);
+  EXPECT_NE(after.find(" vdb"), std::string::npos);
 }
 
 TEST_F(SnapshotTest, FullDiskDuringCaptureResumesTheGuestAndLeavesNoSnapshot) {
@@ -291,7 +329,7 @@ TEST_F(SnapshotTest, TamperedOrNewerSnapshotsAreRefused) {
   expectOneLineError(stopped, "not running");
 
   // Flip one byte of the device state.
-  {
+  auto flipByte = [&] {
     std::fstream f(dir + "/data/devstate", std::ios::in | std::ios::out | std::ios::binary);
     ASSERT_TRUE(f);
     f.seekg(1000);
@@ -300,7 +338,8 @@ TEST_F(SnapshotTest, TamperedOrNewerSnapshotsAreRefused) {
     c ^= 0x40;
     f.seekp(1000);
     f.write(&c, 1);
-  }
+  };
+  flipByte();
   CliRun bad = vmckpt({"restore", "t1", id});
   EXPECT_EQ(bad.code, 1);
   expectOneLineError(bad, "sha256");
@@ -309,12 +348,25 @@ TEST_F(SnapshotTest, TamperedOrNewerSnapshotsAreRefused) {
   CliRun ver = vmckpt({"verify", "t1", id, "--json"});
   EXPECT_EQ(ver.code, 1);
   EXPECT_FALSE(ver.json()["ok"].get<bool>());
+  flipByte();  // repaired
+  EXPECT_EQ(vmckpt({"verify", "t1", id}).code, 0);
+
+  // A machine type this QEMU does not have.
+  Json j = Json::parse(*fs::readFile(dir + "/manifest.json"));
+  Json original = j;
+  j["qemu"]["machine"] = "pc-q35-99.0";
+  std::ofstream(dir + "/manifest.json") << j.dump();
+  CliRun machine = vmckpt({"restore", "t1", id, "--as", "t1b"});
+  EXPECT_EQ(machine.code, 1);
+  expectOneLineError(machine, "lacks machine type pc-q35-99.0");
+  EXPECT_EQ(vmckpt({"status", "t1b"}).code, 3);  // nothing left behind
 
   // A manifest from a newer vmckpt is not guessed at.
-  std::string manifest = *fs::readFile(dir + "/manifest.json");
-  Json j = Json::parse(manifest);
+  j = original;
   j["format"]["major"] = 99;
   std::ofstream(dir + "/manifest.json") << j.dump();
-  CliRun newer = vmckpt({"inspect", "t1", id});
-  EXPECT_NE(newer.code, 0);
+  CliRun newer = vmckpt({"restore", "t1", id});
+  EXPECT_EQ(newer.code, 1);
+  expectOneLineError(newer, "newer than this vmckpt understands");
+  EXPECT_NE(vmckpt({"inspect", "t1", id}).code, 0);
 }

@@ -7,6 +7,7 @@
 #include <ctime>
 #include <random>
 
+#include "common/fs.hpp"
 #include "common/log.hpp"
 #include "common/sha256.hpp"
 #include "common/strings.hpp"
@@ -58,6 +59,15 @@ Result<std::vector<SnapshotEntry>> Catalog::list() const {
 
 Result<SnapshotEntry> Catalog::resolve(const std::string& ref) const {
   if (ref.empty()) return fail(Errc::invalidArgument, "empty snapshot reference");
+  // An exact id is read directly, so that a damaged or newer manifest says so.
+  if (ref.find('/') == std::string::npos && ref[0] != '.') {
+    std::string sdir = dir_ + "/" + ref;
+    if (fs::exists(sdir + "/manifest.json")) {
+      auto m = readManifest(sdir + "/manifest.json");
+      if (!m) return fail(m.error().context(cat("snapshot ", ref)));
+      return SnapshotEntry{std::move(*m), sdir};
+    }
+  }
   auto all = list();
   if (!all) return fail(all.error());
   std::vector<const SnapshotEntry*> byPrefix, byTag;
