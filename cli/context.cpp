@@ -49,20 +49,37 @@ void addTransitionCommand(CLI::App& app, Context& ctx, const std::string& verb, 
 
 void addSnapshotCommand(CLI::App& app, Context& ctx, const std::string& verb, const std::string& description,
                         std::function<Status(vmm::VmManager&, const vmm::store::SnapshotEntry&)> fn) {
-  struct Opts {
-    std::string name, snap;
-  };
-  auto o = std::make_shared<Opts>();
+  auto refs = std::make_shared<std::vector<std::string>>();
   auto* sub = app.add_subcommand(verb, description);
-  sub->add_option("name", o->name, "VM name")->required();
-  sub->add_option("snapshot", o->snap, "Snapshot id, unique id prefix, or tag")->required();
-  sub->callback([&ctx, o, fn] {
-    ctx.action = [&ctx, o, fn]() -> Status {
+  sub->add_option("NAME SNAPSHOT", *refs,
+                  "[VM name] then snapshot id, unique id prefix, or tag; without the VM name, all VMs are searched")
+      ->required()
+      ->expected(1, 2);
+  sub->callback([&ctx, refs, fn] {
+    ctx.action = [&ctx, refs, fn]() -> Status {
       auto mgr = ctx.manager();
       if (!mgr) return fail(mgr.error());
-      auto s = mgr->findSnapshot(o->name, o->snap);
-      if (!s) return fail(s.error());
-      return fn(*mgr, *s);
+      if (refs->size() == 2) {
+        auto s = mgr->findSnapshot((*refs)[0], (*refs)[1]);
+        if (!s) return fail(s.error());
+        return fn(*mgr, *s);
+      }
+      const std::string& ref = refs->front();
+      auto vms = mgr->root().vmNames();
+      if (!vms) return fail(vms.error());
+      std::vector<vmm::store::SnapshotEntry> found;
+      for (const auto& vm : *vms) {
+        auto s = mgr->findSnapshot(vm, ref);
+        if (s) found.push_back(std::move(*s));
+        else if (s.error().code() != Errc::notFound) return fail(s.error());
+      }
+      if (found.empty()) return fail(Errc::notFound, cat("no snapshot ", ref, " in any VM"));
+      if (found.size() > 1) {
+        std::string where;
+        for (const auto& s : found) where += cat(where.empty() ? "" : ", ", s.manifest.vm);
+        return fail(Errc::invalidArgument, cat("snapshot ", ref, " matches in several VMs (", where, "); name the VM"));
+      }
+      return fn(*mgr, found.front());
     };
   });
 }

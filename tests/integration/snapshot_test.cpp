@@ -350,6 +350,10 @@ TEST_F(SnapshotTest, TamperedOrNewerSnapshotsAreRefused) {
   EXPECT_FALSE(ver.json()["ok"].get<bool>());
   flipByte();  // repaired
   EXPECT_EQ(vmckpt({"verify", "t1", id}).code, 0);
+  EXPECT_EQ(vmckpt({"verify", id}).code, 0);  // the VM name may be left out
+  CliRun none = vmckpt({"inspect", "nosuch"});
+  EXPECT_EQ(none.code, 3);
+  expectOneLineError(none, "no snapshot nosuch in any VM");
 
   // A machine type this QEMU does not have.
   Json j = Json::parse(*fs::readFile(dir + "/manifest.json"));
