@@ -226,6 +226,10 @@ TEST_F(SnapshotTest, ChainOfThreeRestoresInAnyOrderAndCostsOnlyWhatChanged) {
   ASSERT_EQ(as.code, 0) << as.err;
   EXPECT_EQ(as.json()["state"], "paused");
   EXPECT_EQ(vmckpt({"status", "c1", "--json"}).json()["state"], "running");
+  // A paused guest can be snapshotted and stays paused.
+  Json ofPaused = snapshot("c2");
+  EXPECT_EQ(ofPaused["pause_ms"], 0.0);
+  EXPECT_EQ(vmckpt({"status", "c2", "--json"}).json()["state"], "paused");
   ASSERT_EQ(vmckpt({"resume", "c2"}).code, 0);
   EXPECT_EQ(vmckpt({"status", "c2", "--json"}).json()["state"], "running");
   EXPECT_EQ(qemuPids().size(), 2u);
