@@ -26,6 +26,8 @@ void addRestore(CLI::App& app, Context& ctx) {
       Json j = r->status.toJson();
       j["snapshot"] = r->snapshot;
       j["restore_ms"] = r->restoreMs;
+      j["agent_ms"] = r->agentMs;
+      j["agent_note"] = r->agentNote.empty() ? Json(nullptr) : Json(r->agentNote);
       char ms[32];
       std::snprintf(ms, sizeof ms, "%.0f", r->restoreMs);
       ctx.emit(j, cat("restored VM ", r->status.name, " from snapshot ", r->snapshot, " in ", ms, " ms (",

@@ -8,16 +8,27 @@ namespace vmckpt::cli {
 
 void addSnapshot(CLI::App& app, Context& ctx) {
   struct Opts {
-    std::string name, tag, mode = "auto";
+    std::string name, tag, mode = "auto", agent = "auto";
+    unsigned quiesceTimeoutMs = 10000;
   };
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("snapshot", "Capture a running VM (pause of milliseconds on btrfs/XFS)");
   sub->add_option("name", o->name, "VM name")->required();
   sub->add_option("--tag,-t", o->tag, "A name for the snapshot (usable instead of its id)");
   sub->add_option("--store-mode", o->mode, "auto | btrfs | reflink | copy")->capture_default_str();
+  sub->add_option("--agent", o->agent,
+                  "required | auto (use the guest agent if it answers within 1 s) | off")->capture_default_str();
+  sub->add_option("--quiesce-timeout", o->quiesceTimeoutMs, "Milliseconds the agent's plugins get to quiesce")
+      ->capture_default_str();
   sub->callback([&ctx, o] {
     ctx.action = [&ctx, o]() -> Status {
       vmm::SnapshotOptions opts{o->tag, {}};
+      auto policy = vmm::parseAgentPolicy(o->agent);
+      if (!policy) return fail(policy.error());
+      opts.agent = *policy;
+      if (o->quiesceTimeoutMs == 0 || o->quiesceTimeoutMs > 600000)
+        return fail(Errc::invalidArgument, "--quiesce-timeout must be between 1 and 600000 ms");
+      opts.quiesceTimeout = std::chrono::milliseconds(o->quiesceTimeoutMs);
       if (o->mode != "auto") {
         auto m = vmm::store::parseStoreMode(o->mode);
         if (!m) return fail(m.error());
@@ -37,6 +48,9 @@ void addSnapshot(CLI::App& app, Context& ctx) {
                 {"exclusive_bytes", m.exclusiveBytes},
                 {"parent", m.parent.empty() ? Json(nullptr) : Json(m.parent)},
                 {"store_mode", vmm::store::storeModeName(m.mode)},
+                {"quiesce_ms", m.timings.quiesceMs},
+                {"agent", {{"quiesced", m.quiesced}, {"plugins", m.agentPlugins},
+                           {"note", r->agentNote.empty() ? Json(nullptr) : Json(r->agentNote)}}},
                 {"timings",
                  {{"flush_ms", m.timings.flushMs},
                   {"devstate_ms", m.timings.devstateMs},
@@ -50,7 +64,9 @@ void addSnapshot(CLI::App& app, Context& ctx) {
                       " ms, device state ", formatSize(m.devstateBytes), ", exclusive ", formatSize(m.exclusiveBytes),
                       ", ", vmm::store::storeModeName(m.mode), " store",
                       m.mode == vmm::store::StoreMode::copy ? " (slow: RAM was copied while the guest was paused)" : "",
-                      ", parent ", m.parent.empty() ? "none" : m.parent));
+                      ", parent ", m.parent.empty() ? "none" : m.parent,
+                      m.quiesced ? cat(", guest agent quiesced in ", static_cast<int>(m.timings.quiesceMs + 0.5), " ms")
+                                 : std::string(", guest agent not used")));
       return {};
     };
   });

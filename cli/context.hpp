@@ -39,6 +39,7 @@ void addStatus(CLI::App& app, Context& ctx);
 void addList(CLI::App& app, Context& ctx);
 void addLogs(CLI::App& app, Context& ctx);
 void addConsole(CLI::App& app, Context& ctx);
+void addAgent(CLI::App& app, Context& ctx);
 void addDelete(CLI::App& app, Context& ctx);
 void addDoctor(CLI::App& app, Context& ctx);
 void addSnapshot(CLI::App& app, Context& ctx);

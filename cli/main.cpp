@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
   cli::addList(app, ctx);
   cli::addLogs(app, ctx);
   cli::addConsole(app, ctx);
+  cli::addAgent(app, ctx);
   cli::addDelete(app, ctx);
   cli::addDoctor(app, ctx);
   cli::addSnapshot(app, ctx);

@@ -10,6 +10,7 @@ PKGS=(
   busybox-static linux-image-amd64 cpio gzip xz-utils zstd kmod
   btrfs-progs libbtrfsutil-dev xfsprogs
   procps util-linux iproute2
+  clang-14 libclang-rt-14-dev
 )
 
 missing=()

@@ -13,6 +13,7 @@
 #include "common/strings.hpp"
 #include "qmp/qmp_client.hpp"
 #include "vmm/accel.hpp"
+#include "vmm/agent/agent_client.hpp"
 #include "vmm/qemu_boot.hpp"
 #include "vmm/qemu_process.hpp"
 #include "vmm/store/backend.hpp"
@@ -265,6 +266,17 @@ Result<Transition> VmManager::transition(const std::string& name, bool toPaused)
   t.event = ev->name;
   t.elapsedMs = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   client = std::unexpected(Error(Errc::internal, "closed"));  // free the QMP socket for status
+  if (!toPaused) {
+    VmRecord rec = loadRecord(p);
+    if (rec.pendingRestored) {  // the first run after a `restore --paused`
+      auto ac = agent::Client::connect(p.agentSocket, Deadline::in(10s));
+      auto r = ac ? ac->call("restored", {{"device_map", Json::object()}}, Deadline::in(30s))
+                  : Result<Json>(std::unexpected(ac.error()));
+      if (!r) log::warn("VM ", name, " runs, but its guest agent did not take 'restored': ", r.error().message());
+      rec.pendingRestored = false;
+      VMCKPT_TRY(saveRecord(p, rec));
+    }
+  }
   auto after = statusLocked(name, spec);
   if (!after) return fail(after.error());
   t.status = std::move(*after);

@@ -51,14 +51,24 @@ struct Transition {
   double elapsedMs = 0;  // from sending the command to the event
 };
 
+enum class AgentPolicy {
+  required,   // no snapshot without the guest agent's quiesce
+  automatic,  // use the agent if it answers within a short deadline; otherwise go on without
+  off,        // do not talk to the agent
+};
+Result<AgentPolicy> parseAgentPolicy(std::string_view s);
+
 struct SnapshotOptions {
   std::string tag;
   std::optional<store::StoreMode> mode;  // empty: btrfs when live/ is a subvolume, else reflink, else copy
+  AgentPolicy agent = AgentPolicy::automatic;
+  std::chrono::milliseconds quiesceTimeout{10000};
 };
 
 struct SnapshotResult {
-  store::Manifest manifest;  // id, parent, timings, devstate and exclusive bytes
+  store::Manifest manifest;  // id, parent, timings, devstate and exclusive bytes, agent
   std::string dir;
+  std::string agentNote;  // why the agent was not used, or what went wrong after the capture
 };
 
 struct RestoreOptions {
@@ -70,6 +80,8 @@ struct RestoreResult {
   VmStatus status;
   std::string snapshot;
   double restoreMs = 0;  // from the start of the command to the guest running (or ready, if paused)
+  double agentMs = 0;    // the agent's `restored` (RESTART to plugins, fs thaw), after running
+  std::string agentNote; // empty when the agent acknowledged `restored` (or was not asked)
 };
 
 struct SnapshotUsage {

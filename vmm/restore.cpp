@@ -13,6 +13,7 @@
 #include "common/sha256.hpp"
 #include "common/strings.hpp"
 #include "common/unique_fd.hpp"
+#include "vmm/agent/agent_client.hpp"
 #include "vmm/lifecycle.hpp"
 #include "vmm/qemu_boot.hpp"
 #include "vmm/qemu_process.hpp"
@@ -166,9 +167,29 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
   }
   double restoreMs = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 
+  // RESTART for the agent's plugins (and the filesystems frozen in the snapshot thaw).
+  double agentMs = 0;
+  std::string agentNote;
+  if (spec.agent && !opts.paused) {  // a paused guest cannot answer: `resume` sends it then
+    auto ta = Clock::now();
+    auto ac = agent::Client::connect(p.agentSocket, Deadline::in(m.quiesced ? 10s : 1s));
+    auto r = ac ? ac->call("restored", {{"device_map", Json::object()}}, Deadline::in(30s))
+                : Result<Json>(std::unexpected(ac.error()));
+    agentMs = std::chrono::duration<double, std::milli>(Clock::now() - ta).count();
+    if (!r) {
+      agentNote = cat(m.quiesced ? "the guest runs, but its agent did not take 'restored' (plugins not restarted, "
+                                   "filesystems may still be frozen): "
+                                 : "no guest agent answered 'restored': ",
+                      r.error().message());
+      if (m.quiesced) log::warn(agentNote);
+      else log::info(agentNote);
+    }
+  }
+
   VmRecord rec = inPlace ? loadRecord(p) : VmRecord{};
   noteBoot(rec, *booted);
   rec.head = inPlace ? m.id : std::string();
+  rec.pendingRestored = spec.agent && opts.paused;
   VMCKPT_TRY(saveRecord(p, rec));
   booted->release();
   undo.cancel();
@@ -177,7 +198,7 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
   }
   auto st = statusLocked(target, spec);
   if (!st) return fail(st.error());
-  return RestoreResult{std::move(*st), m.id, restoreMs};
+  return RestoreResult{std::move(*st), m.id, restoreMs, agentMs, agentNote};
 }
 
 }  // namespace vmckpt::vmm

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <functional>
+#include <optional>
 #include <thread>
 
 #include "common/fs.hpp"
@@ -18,6 +20,7 @@
 #include "common/signal_block.hpp"
 #include "common/strings.hpp"
 #include "common/unique_fd.hpp"
+#include "vmm/agent/agent_client.hpp"
 #include "vmm/lifecycle.hpp"
 #include "vmm/qemu_boot.hpp"
 #include "vmm/qemu_process.hpp"
@@ -32,6 +35,9 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 constexpr auto kEventTimeout = 5s;
+constexpr auto kAgentConnectAuto = 1000ms;      // "answers ping within a short deadline"
+constexpr auto kAgentConnectRequired = 5000ms;
+constexpr auto kAgentSlack = 2000ms;            // beyond the quiesce deadline the agent enforces
 constexpr auto kMigrateTimeout = 60s;
 constexpr std::uint64_t kMaxBandwidth = 100ull << 30;  // QEMU's default 128 MiB/s would throttle
 const char* kDevstateFdName = "vmckpt-devstate";
@@ -107,6 +113,13 @@ Status migrateDeviceState(qmp::Client& c) {
 
 }  // namespace
 
+Result<AgentPolicy> parseAgentPolicy(std::string_view s) {
+  if (s == "required") return AgentPolicy::required;
+  if (s == "auto") return AgentPolicy::automatic;
+  if (s == "off") return AgentPolicy::off;
+  return fail(Errc::invalidArgument, cat("agent policy '", s, "' is not one of required, auto, off"));
+}
+
 Result<SnapshotResult> VmManager::snapshot(const std::string& name, const SnapshotOptions& opts) {
   auto t0 = Clock::now();
   auto held = lockVm(name);
@@ -153,6 +166,24 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
     (void)fs::removeFile(p.devstate);
   });
 
+  // The guest agent: required, or used when it answers quickly, or not asked.
+  std::optional<agent::Client> agentClient;
+  std::string agentNote;
+  if (opts.agent != AgentPolicy::off) {
+    if (!held->spec.agent) {
+      if (opts.agent == AgentPolicy::required)
+        return ctx(Error(Errc::unsupported, "--agent required, but the VM has no agent channel (created with --no-agent)"));
+      agentNote = "the VM has no agent channel";
+    } else {
+      auto ac = agent::Client::connect(p.agentSocket, Deadline::in(opts.agent == AgentPolicy::required ? kAgentConnectRequired
+                                                                                                        : kAgentConnectAuto));
+      if (ac) agentClient = std::move(*ac);
+      else if (opts.agent == AgentPolicy::required) return ctx(ac.error().context("--agent required"));
+      else agentNote = cat("snapshot without the guest agent: ", ac.error().message());
+    }
+    if (!agentNote.empty()) log::info(agentNote);
+  }
+
   auto client = connectQmp(p, Deadline::in(5s));
   if (!client) return ctx(client.error());
   qmp::Client& c = *client;
@@ -169,7 +200,32 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   if (!caps) return ctx(caps.error());
   if (auto r = c.execute("migrate-set-parameters", {{"max-bandwidth", kMaxBandwidth}}); !r) return ctx(r.error());
 
-  // quiesce: the guest agent parks device state here (guest-agent issue); nothing yet.
+  // Quiesce: the agent's plugins park device state in guest RAM, filesystems freeze last.
+  // A plugin that fails or misses the deadline fails the snapshot before any pause.
+  std::string thawWarning;
+  auto thaw = [&]() -> Status {
+    auto r = agentClient->call("thaw", Json::object(), Deadline::in(opts.quiesceTimeout + kAgentSlack));
+    if (!r) return fail(r.error());
+    return {};
+  };
+  std::optional<ScopeExit<std::function<void()>>> thawOnFailure;
+  if (agentClient) {
+    auto tq = Clock::now();
+    auto q = agentClient->call("quiesce", {{"deadline_ms", opts.quiesceTimeout.count()}},
+                               Deadline::in(opts.quiesceTimeout + kAgentSlack));
+    m.timings.quiesceMs = msSince(tq);
+    if (!q) {
+      (void)thaw();  // the agent rolls back by itself; this covers a host-side timeout
+      return ctx(q.error().context("quiesce"));
+    }
+    m.quiesced = true;
+    if (auto pl = q->find("plugins"); pl != q->end() && pl->is_array()) m.agentPlugins = *pl;
+    // Runs after the resume guard (declared later, so destroyed earlier): the guest must
+    // run again to process the thaw.
+    thawOnFailure.emplace(std::function<void()>([&] {
+      if (auto s = thaw(); !s) log::error("could not thaw the guest after a failed snapshot: ", s.error().message());
+    }));
+  }
 
   // Pre-flush while the guest runs, so that few dirty pages remain for the pause.
   auto tFlush = Clock::now();
@@ -225,6 +281,14 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   }
   holdSignals.reset();  // a signal that arrived meanwhile is delivered now
   // --- the guest runs again ---
+  if (thawOnFailure) {
+    thawOnFailure->cancel();
+    if (auto s = thaw(); !s) {
+      thawWarning = cat("the snapshot is complete, but the guest agent did not thaw: ", s.error().message());
+      log::warn(thawWarning);
+    }
+  }
+  agentClient.reset();
   (void)fs::removeFile(p.devstate);
 
   auto files = describeFiles(tmp + "/data");
@@ -257,7 +321,7 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   rec.head = m.id;
   if (rec.machine.empty()) rec.machine = m.machine;
   if (auto s = saveRecord(p, rec); !s) log::warn("snapshot ", m.id, " published but lifecycle.json not updated: ", s.error().message());
-  return SnapshotResult{std::move(m), dest};
+  return SnapshotResult{std::move(m), dest, thawWarning.empty() ? agentNote : thawWarning};
 }
 
 Result<std::vector<store::SnapshotEntry>> VmManager::snapshots(const std::string& name) {

@@ -33,13 +33,14 @@ VmRecord loadRecord(const VmPaths& p) {
   r.accelReason = j.value("accel_reason", "");
   r.machine = j.value("machine", "");
   r.head = j.value("head", "");
+  r.pendingRestored = j.value("pending_restored", false);
   return r;
 }
 
 Status saveRecord(const VmPaths& p, const VmRecord& r) {
   nlohmann::json j = {{"format", kRecordFormat}, {"started_at", r.startedAt}, {"stopped_at", r.stoppedAt},
                       {"stop_kind", r.stopKind}, {"accel", r.accel},           {"accel_reason", r.accelReason},
-                      {"machine", r.machine},    {"head", r.head}};
+                      {"machine", r.machine},    {"head", r.head},           {"pending_restored", r.pendingRestored}};
   return fs::writeFileAtomic(p.lifecycle, j.dump(2) + "\n");
 }
 

@@ -14,6 +14,7 @@ struct VmRecord {
   std::string accel, accelReason;
   std::string machine;  // resolved machine type of the running QEMU (e.g. pc-q35-7.2)
   std::string head;     // snapshot the live state descends from (parent of the next one)
+  bool pendingRestored = false;  // restored --paused: the agent gets `restored` at the next resume
 };
 
 VmRecord loadRecord(const VmPaths& p);

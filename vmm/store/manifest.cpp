@@ -38,8 +38,10 @@ Json Manifest::toJson() const {
       {"was_running", wasRunning},
       {"spec", spec.toJson()},
       {"files", filesJ},
+      {"agent", {{"quiesced", quiesced}, {"plugins", agentPlugins}}},
       {"timings",
-       {{"flush_ms", timings.flushMs},
+       {{"quiesce_ms", timings.quiesceMs},
+        {"flush_ms", timings.flushMs},
         {"pause_ms", timings.pauseMs},
         {"devstate_ms", timings.devstateMs},
         {"capture_ms", timings.captureMs},
@@ -84,11 +86,16 @@ Result<Manifest> Manifest::fromJson(const Json& j) {
       m.files.push_back(std::move(mf));
     }
     if (auto t = j.find("timings"); t != j.end() && t->is_object()) {
+      m.timings.quiesceMs = t->value("quiesce_ms", 0.0);
       m.timings.flushMs = t->value("flush_ms", 0.0);
       m.timings.pauseMs = t->value("pause_ms", 0.0);
       m.timings.devstateMs = t->value("devstate_ms", 0.0);
       m.timings.captureMs = t->value("capture_ms", 0.0);
       m.timings.totalMs = t->value("total_ms", 0.0);
+    }
+    if (auto a = j.find("agent"); a != j.end() && a->is_object()) {
+      m.quiesced = a->value("quiesced", false);
+      if (auto pl = a->find("plugins"); pl != a->end() && pl->is_array()) m.agentPlugins = *pl;
     }
     m.devstateBytes = j.value("devstate_bytes", std::uint64_t{0});
     m.exclusiveBytes = j.value("exclusive_bytes", std::uint64_t{0});

@@ -25,6 +25,7 @@ struct ManifestFile {
 };
 
 struct Timings {
+  double quiesceMs = 0;   // the guest agent's quiesce, before the pause
   double flushMs = 0;     // pre-flush of the RAM file while the guest still ran
   double pauseMs = 0;     // QMP STOP to RESUME (QEMU's own event timestamps)
   double devstateMs = 0;  // migrate of device state (x-ignore-shared)
@@ -51,6 +52,8 @@ struct Manifest {
   Timings timings;
   std::uint64_t devstateBytes = 0;
   std::uint64_t exclusiveBytes = 0;  // bytes not shared with the parent when taken
+  bool quiesced = false;             // the guest agent quiesced its plugins before the capture
+  Json agentPlugins = Json::array(); // which plugins took part and what they answered
 
   Json toJson() const;
   // Tolerates unknown keys; refuses newer formats and names that are not plain file names.

@@ -1,0 +1,45 @@
+// The host's connection to the guest agent, through QEMU's chardev socket for the
+// virtio-serial port org.vmckpt.agent.0. The guest is untrusted: every read is bounded
+// in size, count and time, and anything off-protocol ends the call with a clear error.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/deadline.hpp"
+#include "common/error.hpp"
+#include "common/unique_fd.hpp"
+#include "vmm/agent/agent_protocol.hpp"
+
+namespace vmckpt::vmm::agent {
+
+// What one call may read before the agent counts as flooding the channel.
+inline constexpr std::size_t kMaxBytesPerCall = 4u << 20;
+inline constexpr std::size_t kMaxLinesPerCall = 1024;
+
+class Client {
+ public:
+  // Connects and resynchronizes (a bare newline, then `sync` with a random token; lines
+  // before the token's reply are stale and dropped). Errc::timeout when no agent answers.
+  static Result<Client> connect(const std::string& socketPath, Deadline deadline);
+  // Over an already connected socket (tests use a socketpair).
+  static Result<Client> handshake(UniqueFd fd, Deadline deadline);
+
+  // Runs a command; its result object, or the agent's error as Errc::processFailed
+  // ("agent: <code>: <message>").
+  Result<nlohmann::json> call(std::string_view cmd, const nlohmann::json& args, Deadline deadline);
+
+ private:
+  explicit Client(UniqueFd fd) : fd_(std::move(fd)) {}
+  Status send(const std::string& line, Deadline deadline);
+  // The next line, within the call's budgets.
+  Result<std::string> readLine(Deadline deadline, std::size_t& bytes, std::size_t& lines);
+
+  UniqueFd fd_;
+  LineSplitter split_;
+  std::uint64_t nextId_ = 1;
+};
+
+}  // namespace vmckpt::vmm::agent
