@@ -158,6 +158,10 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   m.spec = held->spec;
   m.wasRunning = before->state == VmState::running;
 
+  // Ctrl-C, TERM or HUP from here until the guest runs thawed again would leave it paused
+  // or frozen, or a half-built snapshot: they are held back until then. On a failure the
+  // guards below (resume, thaw, cleanup) run first, since they are destroyed before this.
+  std::optional<SignalBlock> holdSignals(std::in_place);
   VMCKPT_TRY(fs::makeDirs(p.snapshots, 0700));
   const std::string tmp = cat(p.snapshots, "/.tmp-", m.id);
   VMCKPT_TRY(fs::makeDirs(tmp, 0700));
@@ -244,8 +248,6 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   (void)c.takeEvents();
 
   // --- the pause: from here on every exit path resumes the guest ---
-  // Ctrl-C or a TERM now would leave the guest paused: they wait until it runs again.
-  std::optional<SignalBlock> holdSignals(std::in_place);
   long long stopUs = 0;
   bool resumed = !m.wasRunning;
   ScopeExit resumeOnFailure([&] {
@@ -279,7 +281,6 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
     if (!ev) return ctx(ev.error().context("resume"));
     m.timings.pauseMs = static_cast<double>(ev->timestampUs - stopUs) / 1000.0;
   }
-  holdSignals.reset();  // a signal that arrived meanwhile is delivered now
   // --- the guest runs again ---
   if (thawOnFailure) {
     thawOnFailure->cancel();
@@ -290,6 +291,7 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   }
   agentClient.reset();
   (void)fs::removeFile(p.devstate);
+  holdSignals.reset();  // a signal that arrived meanwhile is delivered now
 
   auto files = describeFiles(tmp + "/data");
   if (!files) return ctx(files.error());
