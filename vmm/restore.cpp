@@ -173,7 +173,7 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
   if (spec.agent && !opts.paused) {  // a paused guest cannot answer: `resume` sends it then
     auto ta = Clock::now();
     auto ac = agent::Client::connect(p.agentSocket, Deadline::in(m.quiesced ? 10s : 1s));
-    auto r = ac ? ac->call("restored", {{"device_map", Json::object()}}, Deadline::in(30s))
+    auto r = ac ? ac->call("restored", {{"device_map", Json::object()}, {"deadline_ms", 10000}}, Deadline::in(12s))
                 : Result<Json>(std::unexpected(ac.error()));
     agentMs = std::chrono::duration<double, std::milli>(Clock::now() - ta).count();
     if (!r) {

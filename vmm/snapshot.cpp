@@ -208,7 +208,8 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   // A plugin that fails or misses the deadline fails the snapshot before any pause.
   std::string thawWarning;
   auto thaw = [&]() -> Status {
-    auto r = agentClient->call("thaw", Json::object(), Deadline::in(opts.quiesceTimeout + kAgentSlack));
+    auto r = agentClient->call("thaw", {{"deadline_ms", opts.quiesceTimeout.count()}},
+                               Deadline::in(opts.quiesceTimeout + kAgentSlack));
     if (!r) return fail(r.error());
     return {};
   };

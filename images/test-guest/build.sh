@@ -91,6 +91,7 @@ fi
 
 # --- staging --------------------------------------------------------------------------
 mkdir -p "$outdir"
+outdir=$(cd "$outdir" && pwd) # absolute: the tools are compiled from another directory
 staging=$(mktemp -d "$outdir/.staging.XXXXXX")
 tmp_initrd=$outdir/.initrd.tmp.$$
 tmp_kernel=$outdir/.kernel.tmp.$$
@@ -220,6 +221,8 @@ for w in "${workloads[@]}"; do
     cp "$w" "$root/workloads/${w##*/}"
     chmod 0755 "$root/workloads/${w##*/}"
 done
+cp "$here/run-tool.sh" "$root/bin/vmckpt-run-tool"
+chmod 0755 "$root/bin/vmckpt-run-tool"
 
 # Static and stripped, and compiled from a fixed file name in a fixed directory, so the
 # same source gives the same bytes (the initrd is replaced only when its content changes).

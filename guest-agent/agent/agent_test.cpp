@@ -1,0 +1,812 @@
+// End-to-end tests of vmckpt-agent: the real binary, with its host channel on a unix
+// socket (--port-socket) or a pty (--port) played by the test, fsfreeze pointed at a
+// mounts file with nothing to freeze, and processes that use libvmckpt (the demo
+// workload as child processes, or this test process itself) or speak the socket raw.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <linux/fs.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "common/child_process.hpp"
+#include "common/deadline.hpp"
+#include "common/temp_dir.hpp"
+#include "common/unique_fd.hpp"
+#include "fsfreeze.hpp"
+#include "loop_fs.hpp"
+#include "vmckpt/plugin.h"
+#include "wire.hpp"
+
+using namespace vmckpt;
+using namespace std::chrono_literals;
+using wire::Json;
+
+namespace {
+
+// Lines from an fd, with a deadline on every read.
+class LineReader {
+ public:
+  explicit LineReader(int fd = -1) : fd_(fd) {}
+  void setFd(int fd) {
+    fd_ = fd;
+    buf_.clear();
+  }
+  // The next line, or nullopt at the deadline or EOF.
+  std::optional<std::string> next(Deadline d) {
+    for (;;) {
+      if (auto nl = buf_.find('\n'); nl != std::string::npos) {
+        std::string line = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        return line;
+      }
+      pollfd p{fd_, POLLIN, 0};
+      int n = ::poll(&p, 1, d.pollTimeoutMs());
+      if (n <= 0) return std::nullopt;
+      char tmp[65536];
+      ssize_t r = ::read(fd_, tmp, sizeof tmp);
+      if (r <= 0) return std::nullopt;
+      buf_.append(tmp, static_cast<size_t>(r));
+    }
+  }
+
+ private:
+  int fd_;
+  std::string buf_;
+};
+
+void writeAll(int fd, const std::string& data) {
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    ASSERT_GT(n, 0) << std::strerror(errno);
+    off += static_cast<size_t>(n);
+  }
+}
+
+bool waitForPath(const std::string& path, Deadline d) {
+  struct stat st{};
+  while (::stat(path.c_str(), &st) != 0) {
+    if (d.expired()) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+  return true;
+}
+
+// A workload process (vmckpt-plugin-demo) whose stdout the test reads.
+class Demo {
+ public:
+  Demo(const std::string& agentSocket, std::vector<std::string> args) {
+    std::vector<std::string> argv = {VMCKPT_PLUGIN_DEMO_BIN};
+    argv.insert(argv.end(), args.begin(), args.end());
+    SpawnOptions o;
+    o.argv = argv;
+    o.env = std::vector<std::string>{"VMCKPT_AGENT_SOCKET=" + agentSocket, "PATH=/usr/bin:/bin"};
+    o.stdoutTo = Redirect::pipe();
+    auto c = ChildProcess::spawn(o);
+    EXPECT_TRUE(c.has_value());
+    if (c) child_.emplace(std::move(*c));
+    if (child_) out_.setFd(child_->stdoutFd());
+  }
+  pid_t pid() const { return child_ ? child_->pid() : -1; }
+
+  // Waits for a line containing `what`; every line read is kept in lines().
+  bool waitFor(const std::string& what, Deadline d = Deadline::in(10s)) {
+    for (size_t i = seen_; i < lines_.size(); ++i)
+      if (lines_[i].find(what) != std::string::npos) {
+        seen_ = i + 1;
+        return true;
+      }
+    seen_ = lines_.size();
+    while (auto l = out_.next(d)) {
+      lines_.push_back(*l);
+      seen_ = lines_.size();
+      if (l->find(what) != std::string::npos) return true;
+    }
+    return false;
+  }
+  // The "plugin-demo: ..." lines so far (counter lines left out), after draining briefly.
+  std::vector<std::string> events(std::chrono::milliseconds settle = 100ms) {
+    auto d = Deadline::in(settle);
+    while (auto l = out_.next(d)) lines_.push_back(*l);
+    seen_ = lines_.size();
+    std::vector<std::string> out;
+    for (const auto& l : lines_)
+      if (l.starts_with("plugin-demo: ") && !l.starts_with("plugin-demo: registered") &&
+          !l.starts_with("plugin-demo: checksum") && !l.starts_with("plugin-demo: device_map"))
+        out.push_back(l.substr(13));
+    return out;
+  }
+  const std::vector<std::string>& lines() const { return lines_; }
+
+ private:
+  std::optional<ChildProcess> child_;
+  LineReader out_;
+  std::vector<std::string> lines_;
+  size_t seen_ = 0;
+};
+
+class GuestAgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(dir_.path().empty());
+    hostSocket_ = dir_.path() + "/host.sock";
+    agentSocket_ = dir_.path() + "/agent.sock";
+    mounts_ = dir_.path() + "/mounts";
+    log_ = dir_.path() + "/agent.log";
+    std::ofstream(mounts_) << "proc /proc proc rw 0 0\ntmpfs /run tmpfs rw 0 0\n";
+  }
+
+  void TearDown() override {
+    if (agent_ && agent_->running()) {
+      agent_->signal(SIGTERM);
+      auto st = agent_->wait(Deadline::in(5s));
+      EXPECT_TRUE(st.has_value() && st->success()) << "the agent did not exit cleanly on SIGTERM";
+      struct stat s{};
+      EXPECT_NE(::stat(agentSocket_.c_str(), &s), 0) << "the agent left its socket behind";
+    }
+    if (HasFailure()) {
+      std::ifstream f(log_);
+      std::string line;
+      while (std::getline(f, line)) std::cerr << "agent log: " << line << "\n";
+    }
+  }
+
+  // Starts the agent with its host channel on a socket the test listens on.
+  void startAgent(std::vector<std::string> extra = {}) {
+    listen_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, hostSocket_.c_str(), sizeof a.sun_path - 1);
+    ASSERT_EQ(::bind(listen_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ASSERT_EQ(::listen(listen_.get(), 4), 0);
+    std::vector<std::string> argv = {"--port-socket", hostSocket_};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    spawnAgent(argv);
+    acceptHost();
+  }
+
+  void spawnAgent(const std::vector<std::string>& portArgs) {
+    SpawnOptions o;
+    o.argv = {VMCKPT_AGENT_BIN, "--socket", agentSocket_, "--mounts", mounts_, "--notify-timeout-ms", "3000",
+              "--rollback-timeout-ms", "2000", "-v"};
+    o.argv.insert(o.argv.end(), portArgs.begin(), portArgs.end());
+    o.stderrTo = Redirect::toFile(log_);
+    auto c = ChildProcess::spawn(o);
+    ASSERT_TRUE(c.has_value());
+    agent_.emplace(std::move(*c));
+    ASSERT_TRUE(waitForPath(agentSocket_, Deadline::in(5s))) << "no agent socket";
+    struct stat st{};
+    ASSERT_EQ(::stat(agentSocket_.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0666u);
+  }
+
+  void acceptHost() {
+    pollfd p{listen_.get(), POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 5000), 1) << "the agent did not connect to the host socket";
+    host_.reset(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    ASSERT_TRUE(host_.valid());
+    hostIn_.setFd(host_.get());
+  }
+
+  void send(const std::string& raw) { writeAll(host_.get(), raw); }
+
+  // Sends one request and returns the reply with its id (skipping other lines).
+  Json request(const std::string& cmd, Json args = nullptr, Deadline d = Deadline::in(10s)) {
+    uint64_t id = nextId_++;
+    Json req = {{"id", id}, {"cmd", cmd}};
+    if (!args.is_null()) req["args"] = args;
+    send(req.dump() + "\n");
+    return replyTo(id, d);
+  }
+
+  Json replyTo(uint64_t id, Deadline d = Deadline::in(10s)) {
+    while (auto line = hostIn_.next(d)) {
+      Json j = Json::parse(*line, nullptr, false);
+      EXPECT_FALSE(j.is_discarded()) << *line;
+      EXPECT_LE(line->size() + 1, wire::kMaxLineBytes);
+      if (j.is_object() && j["id"] == id) return j;
+      skipped_.push_back(j);
+    }
+    ADD_FAILURE() << "no reply to id " << id;
+    return Json();
+  }
+
+  // The resync of PROTOCOL.md: a bare newline, then sync; lines before its reply are dropped.
+  void resync() {
+    send("\n");
+    std::string token = "00ff00ff" + std::to_string(1000000 + nextId_).substr(0, 8);
+    Json r = request("sync", {{"token", token}});
+    ASSERT_EQ(r["ok"], true) << r.dump();
+    EXPECT_EQ(r["result"]["token"], token);
+  }
+
+  int64_t registeredCount() {
+    Json r = request("status");
+    return r["result"].value("processes", -1);
+  }
+
+  bool waitRegistered(int64_t n, Deadline d = Deadline::in(10s)) {
+    while (registeredCount() != n) {
+      if (d.expired()) return false;
+      std::this_thread::sleep_for(20ms);
+    }
+    return true;
+  }
+
+  // A process speaking the agent socket by hand.
+  UniqueFd connectRaw() {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, agentSocket_.c_str(), sizeof a.sun_path - 1);
+    EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    return fd;
+  }
+
+  TempDir dir_{"vmckpt-agent-test"};
+  std::string hostSocket_, agentSocket_, mounts_, log_;
+  std::optional<ChildProcess> agent_;
+  UniqueFd listen_, host_;
+  LineReader hostIn_;
+  uint64_t nextId_ = 1;
+  std::vector<Json> skipped_;
+};
+
+TEST_F(GuestAgentTest, SyncPingInfoStatus) {
+  startAgent();
+  resync();
+  Json ping = request("ping");
+  ASSERT_EQ(ping["ok"], true);
+  EXPECT_EQ(ping["result"]["version"], VMCKPT_VERSION);
+  EXPECT_EQ(ping["result"]["api_version"], 1);
+
+  Json status = request("status");
+  EXPECT_EQ(status["result"], Json({{"state", "idle"}, {"processes", 0}}));
+
+  Json info = request("info");
+  ASSERT_EQ(info["ok"], true);
+  EXPECT_EQ(info["result"]["state"], "idle");
+  EXPECT_EQ(info["result"]["plugins"], Json::parse(R"([{"name":"fsfreeze","builtin":true}])"));
+  EXPECT_EQ(info["result"]["processes"], Json::array());
+}
+
+TEST_F(GuestAgentTest, QuiesceThenThawSendsEventsInOrder) {
+  startAgent();
+  resync();
+  Demo demo(agentSocket_, {});
+  ASSERT_TRUE(demo.waitFor("plugin-demo: registered as demo"));
+  ASSERT_TRUE(demo.waitFor("counter 1"));
+
+  Json info = request("info");
+  ASSERT_EQ(info["result"]["processes"].size(), 1u);
+  EXPECT_EQ(info["result"]["processes"][0]["pid"], demo.pid());
+  EXPECT_EQ(info["result"]["processes"][0]["plugin"], "demo");
+  EXPECT_EQ(info["result"]["processes"][0]["api_version"], 1);
+  EXPECT_EQ(info["result"]["plugins"][1], Json({{"name", "demo"}, {"builtin", false}}));
+
+  Json q = request("quiesce", {{"deadline_ms", 5000}});
+  ASSERT_EQ(q["ok"], true) << q.dump();
+  EXPECT_GE(q["result"]["elapsed_ms"].get<int64_t>(), 0);
+  EXPECT_EQ(q["result"]["plugins"],
+            Json::parse(R"([{"name":"demo","pid":)" + std::to_string(demo.pid()) +
+                        R"(,"result":"done"},{"name":"fsfreeze","pid":0,"result":"not_mine"}])"));
+  EXPECT_EQ(request("status")["result"]["state"], "quiesced");
+  EXPECT_EQ(request("info")["result"]["state"], "quiesced");
+
+  Json again = request("quiesce", {{"deadline_ms", 5000}});
+  EXPECT_EQ(again["ok"], false);
+  EXPECT_EQ(again["error"]["code"], "wrong_state");
+
+  Json t = request("thaw");
+  ASSERT_EQ(t["ok"], true) << t.dump();
+  EXPECT_EQ(t["result"]["plugins"][0]["name"], "fsfreeze");  // FITHAW first
+  EXPECT_EQ(t["result"]["plugins"][1]["name"], "demo");
+  EXPECT_EQ(t["result"]["plugins"][1]["result"], "done");
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
+
+  ASSERT_TRUE(demo.waitFor("state ok"));
+  EXPECT_EQ(demo.events(), (std::vector<std::string>{"event PRESUSPEND", "event PRECHECKPOINT",
+                                                     "event RESUME", "state ok"}));
+  // The counter runs again after RESUME.
+  EXPECT_TRUE(demo.waitFor("counter"));
+}
+
+TEST_F(GuestAgentTest, RestoredSendsRestartWithTheDeviceMap) {
+  startAgent();
+  resync();
+  Demo demo(agentSocket_, {});
+  ASSERT_TRUE(demo.waitFor("registered"));
+  ASSERT_TRUE(waitRegistered(1));
+  ASSERT_EQ(request("quiesce", {{"deadline_ms", 5000}})["ok"], true);
+  Json r = request("restored", {{"device_map", {{"mlx5_0", "rxe0"}}}});
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(r["result"]["plugins"][1]["result"], "done");
+  ASSERT_TRUE(demo.waitFor("state ok"));
+  EXPECT_EQ(demo.events(), (std::vector<std::string>{"event PRESUSPEND", "event PRECHECKPOINT",
+                                                     "event RESTART", "state ok"}));
+  bool sawMap = false;
+  for (const auto& l : demo.lines()) sawMap |= l == R"(plugin-demo: device_map {"mlx5_0":"rxe0"})";
+  EXPECT_TRUE(sawMap);
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
+}
+
+TEST_F(GuestAgentTest, ThawAndRestoredInIdleOnlyNotify) {
+  startAgent();
+  resync();
+  Demo demo(agentSocket_, {});
+  ASSERT_TRUE(demo.waitFor("registered"));
+  ASSERT_TRUE(waitRegistered(1));
+  EXPECT_EQ(request("thaw")["ok"], true);
+  EXPECT_EQ(request("restored")["ok"], true);
+  EXPECT_EQ(request("restored", {{"device_map", Json::object()}})["ok"], true);
+  EXPECT_EQ(demo.events(500ms), (std::vector<std::string>{"event RESUME", "state ok", "event RESTART", "state ok",
+                                                          "event RESTART", "state ok"}));
+}
+
+TEST_F(GuestAgentTest, FailedPresuspendRollsBackEveryProcess) {
+  startAgent();
+  resync();
+  Demo bad(agentSocket_, {"--fail-presuspend"});
+  Demo good(agentSocket_, {"--name", "good"});
+  ASSERT_TRUE(bad.waitFor("registered"));
+  ASSERT_TRUE(good.waitFor("registered"));
+  ASSERT_TRUE(waitRegistered(2));
+
+  Json q = request("quiesce", {{"deadline_ms", 5000}});
+  ASSERT_EQ(q["ok"], false);
+  EXPECT_TRUE(q["id"].is_number());
+  EXPECT_EQ(q["error"]["code"], "plugin_failed");
+  std::string msg = q["error"]["message"];
+  EXPECT_NE(msg.find("plugin demo (pid " + std::to_string(bad.pid()) + ") failed PRESUSPEND"), std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("--fail-presuspend"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("rolled back"), std::string::npos) << msg;
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
+
+  // Both got PRESUSPEND, so both get RESUME; nobody got PRECHECKPOINT.
+  ASSERT_TRUE(bad.waitFor("event RESUME"));
+  ASSERT_TRUE(good.waitFor("state ok"));
+  EXPECT_EQ(bad.events(), (std::vector<std::string>{"event PRESUSPEND", "event RESUME", "state ok"}));
+  EXPECT_EQ(good.events(), (std::vector<std::string>{"event PRESUSPEND", "event RESUME", "state ok"}));
+}
+
+TEST_F(GuestAgentTest, HangingPresuspendHitsTheDeadlineAndRollsBack) {
+  startAgent();
+  resync();
+  Demo slow(agentSocket_, {"--hang-presuspend=2"});
+  Demo good(agentSocket_, {"--name", "good"});
+  ASSERT_TRUE(slow.waitFor("registered"));
+  ASSERT_TRUE(good.waitFor("registered"));
+  ASSERT_TRUE(waitRegistered(2));
+
+  auto t0 = std::chrono::steady_clock::now();
+  Json q = request("quiesce", {{"deadline_ms", 300}});
+  auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_EQ(q["ok"], false) << q.dump();
+  EXPECT_EQ(q["error"]["code"], "deadline");
+  std::string msg = q["error"]["message"];
+  EXPECT_NE(msg.find("deadline of 300 ms"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("plugin demo (pid " + std::to_string(slow.pid()) + ")"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("good"), std::string::npos) << msg;  // it answered in time
+  EXPECT_GE(took, 300ms);
+  EXPECT_LT(took, 1500ms) << "the late process must not hold up the reply";
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
+  ASSERT_TRUE(good.waitFor("state ok"));
+  EXPECT_EQ(good.events(), (std::vector<std::string>{"event PRESUSPEND", "event RESUME", "state ok"}));
+
+  // The late one gets its RESUME once it answers PRESUSPEND, one event at a time.
+  ASSERT_TRUE(slow.waitFor("event RESUME", Deadline::in(10s)));
+  ASSERT_TRUE(slow.waitFor("state ok"));
+  EXPECT_EQ(slow.events(), (std::vector<std::string>{"event PRESUSPEND", "event RESUME", "state ok"}));
+
+  // The agent works normally afterwards: a full quiesce and thaw (the slow one hangs
+  // again for 2 s, within the 10 s deadline).
+  Json q2 = request("quiesce", {{"deadline_ms", 10000}});
+  EXPECT_EQ(q2["ok"], true) << q2.dump();
+  EXPECT_EQ(request("thaw")["ok"], true);
+}
+
+TEST_F(GuestAgentTest, AFailureRollsBackAtOnceEvenWithAnotherProcessHung) {
+  startAgent();
+  resync();
+  Demo bad(agentSocket_, {"--fail-presuspend"});
+  Demo slow(agentSocket_, {"--name", "slow", "--hang-presuspend=3"});
+  ASSERT_TRUE(bad.waitFor("registered"));
+  ASSERT_TRUE(slow.waitFor("registered"));
+  ASSERT_TRUE(waitRegistered(2));
+  auto t0 = std::chrono::steady_clock::now();
+  Json q = request("quiesce", {{"deadline_ms", 20000}});
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1500ms) << "waited for the hung process";
+  EXPECT_EQ(q["error"]["code"], "plugin_failed") << q.dump();
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
+  ASSERT_TRUE(bad.waitFor("state ok"));
+  ASSERT_TRUE(slow.waitFor("state ok", Deadline::in(10s)));
+  EXPECT_EQ(slow.events(), (std::vector<std::string>{"event PRESUSPEND", "event RESUME", "state ok"}));
+}
+
+TEST_F(GuestAgentTest, ThawRightAfterAHungQuiesceDoesNotWaitForTheBusyProcess) {
+  startAgent();
+  resync();
+  Demo slow(agentSocket_, {"--hang-presuspend=3"});
+  ASSERT_TRUE(slow.waitFor("registered"));
+  ASSERT_TRUE(waitRegistered(1));
+  EXPECT_EQ(request("quiesce", {{"deadline_ms", 300}})["error"]["code"], "deadline");
+  // What a host does after a failed quiesce, to be safe: thaw. The process is still in
+  // its PRESUSPEND hook, so its RESUME is queued and not waited for.
+  auto t0 = std::chrono::steady_clock::now();
+  Json t = request("thaw", {{"deadline_ms", 5000}});
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  ASSERT_EQ(t["ok"], true) << t.dump();
+  EXPECT_EQ(t["result"]["plugins"][1]["result"], "not_mine");
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
+  // Both RESUMEs (rollback, thaw) arrive once the hook returns, one at a time.
+  ASSERT_TRUE(slow.waitFor("event RESUME", Deadline::in(10s)));
+  ASSERT_TRUE(slow.waitFor("event RESUME", Deadline::in(5s)));
+  EXPECT_EQ(slow.events(), (std::vector<std::string>{"event PRESUSPEND", "event RESUME", "state ok",
+                                                     "event RESUME", "state ok"}));
+}
+
+TEST_F(GuestAgentTest, ThawDeadlineNamesTheSlowProcess) {
+  startAgent();
+  resync();
+  // A raw process that takes RESUME and never answers it.
+  UniqueFd fd = connectRaw();
+  LineReader in(fd.get());
+  writeAll(fd.get(), R"({"type":"register","plugin":"mute","api_version":1})" "\n");
+  ASSERT_TRUE(in.next(Deadline::in(5s)));
+  auto t0 = std::chrono::steady_clock::now();
+  Json t = request("thaw", {{"deadline_ms", 200}});
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  ASSERT_EQ(t["ok"], false);
+  EXPECT_EQ(t["error"]["code"], "deadline");
+  EXPECT_NE(t["error"]["message"].get<std::string>().find("plugin mute (pid " + std::to_string(::getpid())),
+            std::string::npos)
+      << t.dump();
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
+}
+
+TEST_F(GuestAgentTest, OversizedLineGetsAParseErrorAndTheStreamGoesOn) {
+  startAgent();
+  resync();
+  send(std::string(70000, 'x') + "\n");
+  auto line = hostIn_.next(Deadline::in(5s));
+  ASSERT_TRUE(line);
+  Json err = Json::parse(*line);
+  EXPECT_TRUE(err["id"].is_null());
+  EXPECT_EQ(err["ok"], false);
+  EXPECT_EQ(err["error"]["code"], "parse");
+  EXPECT_EQ(request("ping")["ok"], true);
+  // A line of exactly the limit (newline included) is accepted.
+  std::string pad(wire::kMaxLineBytes, ' ');
+  std::string req = R"({"id": 999, "cmd": "ping", "pad": ")";
+  req += std::string(wire::kMaxLineBytes - req.size() - 3, 'p') + "\"}\n";
+  ASSERT_EQ(req.size(), wire::kMaxLineBytes);
+  send(req);
+  EXPECT_EQ(replyTo(999)["ok"], true);
+}
+
+TEST_F(GuestAgentTest, ResyncAfterAPartialLine) {
+  startAgent();
+  send(R"({"id": 5, "cmd": "pi)");  // a host died mid-write
+  send("\n");
+  std::string token = "0123456789abcdef";
+  send(Json({{"id", 77}, {"cmd", "sync"}, {"args", {{"token", token}}}}).dump() + "\n");
+  Json r = replyTo(77);
+  EXPECT_EQ(r["result"]["token"], token);
+  ASSERT_EQ(skipped_.size(), 1u);  // the broken line's parse error came first
+  EXPECT_EQ(skipped_[0]["error"]["code"], "parse");
+  EXPECT_EQ(request("ping")["ok"], true);
+}
+
+TEST_F(GuestAgentTest, BadRequestsGetTheirCodes) {
+  startAgent();
+  resync();
+  Json r = request("reboot");
+  EXPECT_EQ(r["error"]["code"], "unknown_command");
+  r = request("quiesce");
+  EXPECT_EQ(r["error"]["code"], "bad_args");
+  r = request("quiesce", {{"deadline_ms", 0}});
+  EXPECT_EQ(r["error"]["code"], "bad_args");
+  r = request("restored", {{"device_map", "mlx5_0"}});
+  EXPECT_EQ(r["error"]["code"], "bad_args");
+  send("[1,2,3]\n{\"cmd\":\"ping\"}\n");
+  for (int i = 0; i < 2; ++i) {
+    auto line = hostIn_.next(Deadline::in(5s));
+    ASSERT_TRUE(line);
+    Json e = Json::parse(*line);
+    EXPECT_TRUE(e["id"].is_null());
+    EXPECT_EQ(e["error"]["code"], "parse");
+  }
+  EXPECT_EQ(request("ping")["ok"], true);
+}
+
+TEST_F(GuestAgentTest, HostReconnectsRepeatedly) {
+  startAgent();
+  for (int i = 0; i < 5; ++i) {
+    resync();
+    EXPECT_EQ(request("ping")["ok"], true);
+    send(R"({"id": 1, "cmd": "pi)");  // leave a partial line behind
+    host_.reset();
+    acceptHost();
+  }
+  resync();
+  EXPECT_EQ(request("ping")["ok"], true);
+}
+
+TEST_F(GuestAgentTest, HostChannelOnAPty) {
+  int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  ASSERT_GE(master, 0);
+  UniqueFd m(master);
+  ASSERT_EQ(::grantpt(master), 0);
+  ASSERT_EQ(::unlockpt(master), 0);
+  std::string slave = ::ptsname(master);
+  // Keep the slave open here too, so the pty does not hang up before the agent opens it.
+  UniqueFd keep(::open(slave.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC));
+  spawnAgent({"--port", slave});
+  host_.reset(::dup(master));
+  hostIn_.setFd(host_.get());
+  std::this_thread::sleep_for(200ms);  // let the agent put the pty in raw mode first
+  resync();
+  EXPECT_EQ(request("ping")["ok"], true);
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
+}
+
+TEST_F(GuestAgentTest, RegistrationRules) {
+  startAgent();
+  resync();
+  auto expectRefused = [&](const std::string& line, const std::string& what) {
+    UniqueFd fd = connectRaw();
+    writeAll(fd.get(), line);
+    LineReader in(fd.get());
+    auto reply = in.next(Deadline::in(5s));
+    ASSERT_TRUE(reply) << line;
+    Json j = Json::parse(*reply);
+    EXPECT_EQ(j["type"], "error") << line;
+    EXPECT_NE(j["message"].get<std::string>().find(what), std::string::npos) << j.dump();
+    EXPECT_FALSE(in.next(Deadline::in(5s))) << "connection should be closed";
+  };
+  expectRefused(R"({"type":"register","plugin":"ib","api_version":2})" "\n", "api_version 2");
+  expectRefused(R"({"type":"register","plugin":"i b","api_version":1})" "\n", "plugin name");
+  expectRefused(R"({"type":"reply","seq":1,"result":"done"})" "\n", "register first");
+  EXPECT_EQ(registeredCount(), 0);
+
+  UniqueFd fd = connectRaw();
+  writeAll(fd.get(), R"({"type":"register","plugin":"raw","api_version":1,"x-new":1})" "\n");
+  LineReader in(fd.get());
+  auto reply = in.next(Deadline::in(5s));
+  ASSERT_TRUE(reply);
+  Json j = Json::parse(*reply);
+  EXPECT_EQ(j["type"], "registered");
+  EXPECT_EQ(j["pid"], ::getpid());  // from SO_PEERCRED
+  EXPECT_EQ(registeredCount(), 1);
+  fd.reset();
+  EXPECT_TRUE(waitRegistered(0));
+}
+
+TEST_F(GuestAgentTest, UnregisteredConnectionsTimeOut) {
+  startAgent({"--register-timeout-ms", "200"});
+  resync();
+  UniqueFd fd = connectRaw();
+  LineReader in(fd.get());
+  EXPECT_FALSE(in.next(Deadline::in(3s)));  // closed by the agent, no line
+}
+
+TEST_F(GuestAgentTest, RawProcessSeqMatchingParseErrorsAndGoneMeansNotMine) {
+  startAgent();
+  resync();
+  UniqueFd fd = connectRaw();
+  LineReader in(fd.get());
+  writeAll(fd.get(), R"({"type":"register","plugin":"raw","api_version":1})" "\n");
+  ASSERT_TRUE(in.next(Deadline::in(5s)));
+
+  uint64_t qid = nextId_++;
+  send(Json({{"id", qid}, {"cmd", "quiesce"}, {"args", {{"deadline_ms", 5000}}}}).dump() + "\n");
+  auto evLine = in.next(Deadline::in(5s));
+  ASSERT_TRUE(evLine);
+  Json ev = Json::parse(*evLine);
+  EXPECT_EQ(ev["type"], "event");
+  EXPECT_EQ(ev["event"], "PRESUSPEND");
+  EXPECT_FALSE(ev.contains("device_map"));
+  uint64_t seq = ev["seq"];
+
+  // An oversized line and garbage get error lines; the connection stays.
+  writeAll(fd.get(), std::string(70000, 'z') + "\n");
+  auto e1 = in.next(Deadline::in(5s));
+  ASSERT_TRUE(e1);
+  EXPECT_EQ(Json::parse(*e1)["type"], "error");
+  writeAll(fd.get(), "{oops\n");
+  auto e2 = in.next(Deadline::in(5s));
+  ASSERT_TRUE(e2);
+  EXPECT_EQ(Json::parse(*e2)["type"], "error");
+  // A reply with a wrong seq is ignored; the right one moves the quiesce on.
+  writeAll(fd.get(), Json({{"type", "reply"}, {"seq", seq + 1000}, {"result", "failed"}}).dump() + "\n");
+  writeAll(fd.get(), Json({{"type", "reply"}, {"seq", seq}, {"result", "done"}}).dump() + "\n");
+  auto ev2 = in.next(Deadline::in(5s));
+  ASSERT_TRUE(ev2);
+  EXPECT_EQ(Json::parse(*ev2)["event"], "PRECHECKPOINT");
+  EXPECT_GT(Json::parse(*ev2)["seq"].get<uint64_t>(), seq);
+  // The process dies before answering: not_mine, and the quiesce succeeds.
+  fd.reset();
+  Json q = replyTo(qid);
+  ASSERT_EQ(q["ok"], true) << q.dump();
+  EXPECT_EQ(q["result"]["plugins"][0], Json({{"name", "raw"}, {"pid", ::getpid()}, {"result", "done"}}));
+  EXPECT_EQ(request("thaw")["ok"], true);
+}
+
+// This test process registers through libvmckpt itself.
+struct InProcess {
+  std::mutex m;
+  std::vector<std::string> seen;
+  bool notMine = false;
+};
+
+vmckpt_result inProcessHook(void* ctx, vmckpt_event ev, const char* map, char*, size_t) {
+  auto* p = static_cast<InProcess*>(ctx);
+  std::lock_guard l(p->m);
+  p->seen.push_back(std::string(vmckpt_event_name(ev)) + (map ? std::string(" ") + map : ""));
+  return p->notMine ? VMCKPT_NOT_MINE : VMCKPT_DONE;
+}
+
+TEST_F(GuestAgentTest, LibvmckptInThisProcess) {
+  startAgent({"--no-fsfreeze"});
+  resync();
+  EXPECT_EQ(request("info")["result"]["plugins"], Json::array());
+  InProcess state;
+  state.notMine = true;
+  vmckpt_plugin_descriptor d{VMCKPT_PLUGIN_API_VERSION, "inproc", &inProcessHook, &state};
+  ::setenv("VMCKPT_AGENT_SOCKET", agentSocket_.c_str(), 1);
+  ASSERT_EQ(vmckpt_register(&d), 0);
+  ::unsetenv("VMCKPT_AGENT_SOCKET");
+
+  Json q = request("quiesce", {{"deadline_ms", 5000}});
+  ASSERT_EQ(q["ok"], true) << q.dump();
+  EXPECT_EQ(q["result"]["plugins"], Json::parse(R"([{"name":"inproc","pid":)" + std::to_string(::getpid()) +
+                                                R"(,"result":"not_mine"}])"));
+  Json r = request("restored", {{"device_map", {{"gpu0", {{"uuid", "GPU-1"}}}}}});
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  {
+    std::lock_guard l(state.m);
+    EXPECT_EQ(state.seen, (std::vector<std::string>{"PRESUSPEND", "PRECHECKPOINT",
+                                                    R"(RESTART {"gpu0":{"uuid":"GPU-1"}})"}));
+  }
+  vmckpt_unregister();
+  EXPECT_TRUE(waitRegistered(0));
+}
+
+// --- fsfreeze for real, on a private loop-mounted filesystem (root and loop devices) ---
+
+// Whether the filesystem at `dir` is frozen: FIFREEZE on a frozen one fails with EBUSY
+// (and one that was not frozen is thawed again at once).
+bool isFrozen(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return false;
+  if (::ioctl(fd.get(), FIFREEZE, 0) == 0) {
+    (void)::ioctl(fd.get(), FITHAW, 0);
+    return false;
+  }
+  return errno == EBUSY;
+}
+
+class GuestAgentFreezeTest : public GuestAgentTest {
+ protected:
+  void SetUp() override {
+    GuestAgentTest::SetUp();
+    if (auto why = test::LoopFs::unavailable("xfs")) GTEST_SKIP() << "no loop xfs here: " << *why;
+    auto fs = test::LoopFs::create("xfs", 512ull << 20);
+    ASSERT_TRUE(fs.has_value()) << fs.error().message();
+    fs_ = std::move(*fs);
+    // The agent sees only this filesystem, never the machine's own.
+    std::ofstream(mounts_) << "proc /proc proc rw 0 0\n"
+                           << fs_->device() << " " << fs_->mountPoint() << " xfs rw,relatime 0 0\n";
+  }
+  void TearDown() override {
+    GuestAgentTest::TearDown();
+    if (fs_) {
+      EXPECT_FALSE(isFrozen(fs_->mountPoint())) << "left frozen";
+      UniqueFd fd(::open(fs_->mountPoint().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (fd) (void)::ioctl(fd.get(), FITHAW, 0);  // never unmount a frozen filesystem
+    }
+  }
+  std::unique_ptr<test::LoopFs> fs_;
+};
+
+TEST_F(GuestAgentFreezeTest, QuiesceFreezesLastAndThawThawsFirst) {
+  startAgent();
+  resync();
+  Demo demo(agentSocket_, {});
+  ASSERT_TRUE(demo.waitFor("registered"));
+  ASSERT_TRUE(waitRegistered(1));
+  Json q = request("quiesce", {{"deadline_ms", 10000}});
+  ASSERT_EQ(q["ok"], true) << q.dump();
+  EXPECT_EQ(q["result"]["plugins"][1], Json({{"name", "fsfreeze"}, {"pid", 0}, {"result", "done"}}));
+  EXPECT_TRUE(isFrozen(fs_->mountPoint()));
+  Json t = request("thaw");
+  ASSERT_EQ(t["ok"], true) << t.dump();
+  EXPECT_EQ(t["result"]["plugins"][0], Json({{"name", "fsfreeze"}, {"pid", 0}, {"result", "done"}}));
+  EXPECT_FALSE(isFrozen(fs_->mountPoint()));
+
+  // restored thaws too (the snapshot was taken frozen).
+  ASSERT_EQ(request("quiesce", {{"deadline_ms", 10000}})["ok"], true);
+  EXPECT_TRUE(isFrozen(fs_->mountPoint()));
+  ASSERT_EQ(request("restored")["ok"], true);
+  EXPECT_FALSE(isFrozen(fs_->mountPoint()));
+  // Nothing frozen: thaw says not_mine for fsfreeze.
+  EXPECT_EQ(request("thaw")["result"]["plugins"][0]["result"], "not_mine");
+}
+
+TEST_F(GuestAgentFreezeTest, FailedQuiesceNeverFreezes) {
+  startAgent();
+  resync();
+  Demo bad(agentSocket_, {"--fail-presuspend"});
+  ASSERT_TRUE(bad.waitFor("registered"));
+  ASSERT_TRUE(waitRegistered(1));
+  EXPECT_EQ(request("quiesce", {{"deadline_ms", 10000}})["error"]["code"], "plugin_failed");
+  EXPECT_FALSE(isFrozen(fs_->mountPoint()));
+}
+
+TEST_F(GuestAgentFreezeTest, AlreadyFrozenIsSkippedNotFailed) {
+  startAgent();
+  resync();
+  UniqueFd fd(::open(fs_->mountPoint().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_EQ(::ioctl(fd.get(), FIFREEZE, 0), 0);
+  Json q = request("quiesce", {{"deadline_ms", 10000}});
+  EXPECT_EQ(q["ok"], true) << q.dump();
+  EXPECT_EQ(q["result"]["plugins"][0]["result"], "not_mine");
+  EXPECT_EQ(request("thaw")["ok"], true);  // thaws it (fsfreeze thaws every candidate)
+  EXPECT_FALSE(isFrozen(fs_->mountPoint()));
+}
+
+TEST_F(GuestAgentFreezeTest, SigtermWhileQuiescedThaws) {
+  startAgent();
+  resync();
+  ASSERT_EQ(request("quiesce", {{"deadline_ms", 10000}})["ok"], true);
+  EXPECT_TRUE(isFrozen(fs_->mountPoint()));
+  agent_->signal(SIGTERM);
+  auto st = agent_->wait(Deadline::in(5s));
+  ASSERT_TRUE(st.has_value());
+  EXPECT_TRUE(st->success());
+  EXPECT_FALSE(isFrozen(fs_->mountPoint()));
+}
+
+TEST(FreezeJob, FreezesAndCancelUndoes) {
+  if (auto why = test::LoopFs::unavailable("xfs")) GTEST_SKIP() << "no loop xfs here: " << *why;
+  auto fs = test::LoopFs::create("xfs", 512ull << 20);
+  ASSERT_TRUE(fs.has_value()) << fs.error().message();
+  std::vector<agent::FreezeTarget> targets = {{(*fs)->mountPoint(), (*fs)->device()}};
+
+  auto job = agent::FreezeJob::start(targets);
+  ASSERT_TRUE(job.has_value());
+  auto out = (*job)->take();
+  EXPECT_TRUE(out.error.empty()) << out.error;
+  EXPECT_EQ(out.frozen, std::vector<std::string>{(*fs)->mountPoint()});
+  EXPECT_TRUE(isFrozen((*fs)->mountPoint()));
+  auto thawed = agent::thawTargets(targets);
+  EXPECT_EQ(thawed.thawed, std::vector<std::string>{(*fs)->mountPoint()});
+  EXPECT_TRUE(thawed.errors.empty());
+  EXPECT_FALSE(isFrozen((*fs)->mountPoint()));
+  EXPECT_TRUE(agent::thawTargets(targets).thawed.empty());  // not frozen: left alone
+
+  // Cancelled at once: whatever it froze is thawed before it reports.
+  auto job2 = agent::FreezeJob::start(targets);
+  ASSERT_TRUE(job2.has_value());
+  (*job2)->cancel();
+  auto out2 = (*job2)->take();
+  EXPECT_TRUE(out2.cancelled);
+  EXPECT_TRUE(out2.frozen.empty());
+  EXPECT_FALSE(isFrozen((*fs)->mountPoint()));
+}
+
+}  // namespace

@@ -1,0 +1,381 @@
+#include "coordinator.hpp"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+namespace vmckpt::agent {
+
+namespace {
+using Clock = Deadline::Clock;
+using std::chrono::milliseconds;
+
+std::string who(int64_t pid, const std::string& plugin) {
+  return "plugin " + plugin + " (pid " + std::to_string(pid) + ")";
+}
+
+std::string joined(const std::vector<std::string>& parts, size_t max = 8) {
+  std::string out;
+  for (size_t i = 0; i < parts.size() && i < max; ++i) out += (i ? ", " : "") + parts[i];
+  if (parts.size() > max) out += " and " + std::to_string(parts.size() - max) + " more";
+  return out;
+}
+}  // namespace
+
+std::string_view stateName(AgentState s) { return s == AgentState::idle ? "idle" : "quiesced"; }
+
+struct Coordinator::Op {
+  struct Part {
+    ConnId conn = 0;
+    int64_t pid = 0;
+    std::string plugin;
+    bool gotPresuspend = false;
+    bool waiting = false;  // an answer for `seq` is awaited in this phase
+    uint64_t seq = 0;
+    bool anyDone = false;  // answered done to some event of this operation
+    bool failed = false;   // answered failed in this phase
+    bool busy = false;     // its event waits behind an unanswered earlier one: not awaited
+    std::string reason;
+  };
+
+  uint64_t id = 0;
+  uint64_t hostId = 0;
+  Command cmd = Command::quiesce;
+  Phase phase = Phase::presuspend;
+  wire::EventKind kind = wire::EventKind::presuspend;  // of the current phase
+  milliseconds budget{0};
+  Deadline deadline = Deadline::in(milliseconds(0));
+  Deadline rollbackDeadline = Deadline::in(milliseconds(0));
+  Clock::time_point started = Clock::now();
+  Json deviceMap = Json::object();
+  std::vector<Part> parts;
+  Json fsResult;          // null when fsfreeze is off
+  std::string fsError;    // thaw errors (thaw, restored)
+  ErrorCode failCode = ErrorCode::internal;
+  std::string failMessage;
+};
+
+Coordinator::Coordinator(ProcessTable& processes, const Logger& log, CoordinatorConfig config)
+    : processes_(processes), log_(log), config_(std::move(config)) {}
+
+Coordinator::~Coordinator() = default;
+
+void Coordinator::reply(std::string line) { reply_ = std::move(line); }
+
+std::optional<std::string> Coordinator::takeReply() {
+  std::optional<std::string> r;
+  r.swap(reply_);
+  return r;
+}
+
+int Coordinator::freezeFd() const { return freezeJob_ ? freezeJob_->doneFd() : -1; }
+
+std::optional<Clock::time_point> Coordinator::nextDeadline() const {
+  if (!op_) return std::nullopt;
+  return op_->phase == Phase::rollback ? op_->rollbackDeadline.when() : op_->deadline.when();
+}
+
+void Coordinator::start(const HostRequest& req) {
+  if (op_) {
+    reply(errorReply(req.id, ErrorCode::internal, "another operation is running"));
+    return;
+  }
+  if (req.cmd == Command::quiesce) {
+    if (state_ == AgentState::quiesced) {
+      reply(errorReply(req.id, ErrorCode::wrongState, "already quiesced; send thaw or restored first"));
+      return;
+    }
+    if (freezeJob_) {
+      reply(errorReply(req.id, ErrorCode::wrongState,
+                       "a filesystem freeze of an earlier quiesce is still running (" +
+                           freezeJob_->current() + ")"));
+      return;
+    }
+  } else if (req.cmd != Command::thaw && req.cmd != Command::restored) {
+    reply(errorReply(req.id, ErrorCode::internal, "not an operation"));
+    return;
+  }
+
+  op_ = std::make_unique<Op>();
+  op_->id = nextOpId_++;
+  op_->hostId = req.id;
+  op_->cmd = req.cmd;
+  op_->deviceMap = req.deviceMap;
+  for (const auto& p : processes_.registered()) {
+    Op::Part part;
+    part.conn = p.conn;
+    part.pid = p.pid;
+    part.plugin = p.plugin;
+    op_->parts.push_back(std::move(part));
+  }
+
+  if (req.cmd == Command::quiesce) {
+    op_->budget = req.deadline;
+    op_->deadline = Deadline::in(req.deadline);
+    log_.debug("quiesce: " + std::to_string(op_->parts.size()) + " processes, deadline " +
+               std::to_string(req.deadline.count()) + " ms");
+    sendPhase(wire::EventKind::presuspend, Phase::presuspend);
+  } else {
+    // The snapshot was taken frozen (restored) or the guest was frozen (thaw): thaw first.
+    op_->fsResult = thawFilesystems(&op_->fsError);
+    op_->budget = req.deadline.count() > 0 ? req.deadline : config_.notifyTimeout;
+    op_->deadline = Deadline::in(op_->budget);
+    sendPhase(req.cmd == Command::thaw ? wire::EventKind::resume : wire::EventKind::restart, Phase::notify);
+  }
+  advance();
+}
+
+void Coordinator::sendPhase(wire::EventKind kind, Phase phase) {
+  op_->phase = phase;
+  op_->kind = kind;
+  for (auto& p : op_->parts) {
+    p.waiting = false;
+    p.failed = false;
+    if (phase == Phase::precheckpoint && !p.gotPresuspend) continue;
+    bool sentNow = false;
+    auto seq = processes_.sendEvent(p.conn, kind, kind == wire::EventKind::restart ? &op_->deviceMap : nullptr,
+                                    op_->id, &sentNow);
+    if (!seq) continue;  // gone: counts as not_mine
+    if (kind == wire::EventKind::presuspend) p.gotPresuspend = true;
+    if (phase == Phase::notify && !sentNow) {
+      // Still busy with an event of an earlier operation (a PRESUSPEND that hung past
+      // its deadline, say): it gets this one when it answers that, and is not awaited.
+      p.busy = true;
+      log_.info(who(p.pid, p.plugin) + " is still busy with an earlier event; " +
+                std::string(wire::eventName(kind)) + " queued");
+      continue;
+    }
+    p.waiting = true;
+    p.seq = *seq;
+  }
+}
+
+void Coordinator::onAnswer(const EventAnswer& a) {
+  if (!op_ || a.event.opId != op_->id) return;  // late answer to an operation that ended
+  auto it = std::find_if(op_->parts.begin(), op_->parts.end(),
+                         [&](const Op::Part& p) { return p.conn == a.conn && p.waiting && p.seq == a.event.seq; });
+  if (it == op_->parts.end()) return;
+  it->waiting = false;
+  if (a.outcome == wire::Outcome::done) it->anyDone = true;
+  log_.debug(who(it->pid, it->plugin) + ": " + std::string(wire::eventName(a.event.kind)) + " " +
+             std::string(wire::outcomeName(a.outcome)) + (a.gone ? " (gone)" : ""));
+  if (a.outcome == wire::Outcome::failed) {
+    it->failed = true;
+    it->reason = a.reason;
+    if (op_->phase == Phase::presuspend || op_->phase == Phase::precheckpoint) {
+      std::string msg = who(it->pid, it->plugin) + " failed " + std::string(wire::eventName(a.event.kind));
+      if (!a.reason.empty()) msg += ": " + a.reason;
+      rollback(ErrorCode::pluginFailed, msg);
+      return;
+    }
+  }
+  advance();
+}
+
+void Coordinator::advance() {
+  while (op_) {
+    if (std::any_of(op_->parts.begin(), op_->parts.end(), [](const Op::Part& p) { return p.waiting; })) return;
+    switch (op_->phase) {
+      case Phase::presuspend: sendPhase(wire::EventKind::precheckpoint, Phase::precheckpoint); continue;
+      case Phase::precheckpoint: startFreeze(); return;
+      case Phase::freeze: return;
+      case Phase::rollback: finishRollback(false); return;
+      case Phase::notify: finishNotify(false); return;
+    }
+  }
+}
+
+void Coordinator::startFreeze() {
+  op_->phase = Phase::freeze;
+  if (!config_.fsfreeze) {
+    finishQuiesce();
+    return;
+  }
+  auto targets = freezeTargets(config_.mountsPath);
+  if (!targets) {
+    rollback(ErrorCode::pluginFailed, "fsfreeze: " + targets.error());
+    return;
+  }
+  if (targets->empty()) {
+    op_->fsResult = {{"name", "fsfreeze"}, {"pid", 0}, {"result", "not_mine"}};
+    finishQuiesce();
+    return;
+  }
+  auto job = FreezeJob::start(std::move(*targets));
+  if (!job) {
+    rollback(ErrorCode::pluginFailed, "fsfreeze: " + job.error());
+    return;
+  }
+  freezeJob_ = std::move(*job);
+}
+
+void Coordinator::onFreezeDone() {
+  if (!freezeJob_ || !freezeJob_->finished()) return;
+  FreezeJob::Outcome out = freezeJob_->take();
+  freezeJob_.reset();
+  for (const auto& s : out.skipped) log_.info("fsfreeze: skipped " + s);
+  bool ours = op_ && op_->cmd == Command::quiesce && op_->phase == Phase::freeze;
+  if (ours && !out.cancelled && out.error.empty()) {
+    op_->fsResult = {{"name", "fsfreeze"}, {"pid", 0}, {"result", out.frozen.empty() ? "not_mine" : "done"}};
+    log_.debug("fsfreeze: froze " + joined(out.frozen, 64));
+    finishQuiesce();
+    return;
+  }
+  if (!out.frozen.empty()) {
+    // Finished freezing just as its operation gave up on it: nothing may stay frozen.
+    std::vector<FreezeTarget> t;
+    for (const auto& m : out.frozen) t.push_back({m, {}});
+    (void)thawTargets(t);
+  }
+  if (ours) {
+    rollback(ErrorCode::pluginFailed, "fsfreeze: " + out.error);
+    return;
+  }
+  log_.info("fsfreeze: a late freeze finished and was undone" + (out.error.empty() ? "" : " (" + out.error + ")"));
+}
+
+void Coordinator::finishQuiesce() {
+  state_ = AgentState::quiesced;
+  auto elapsed = std::chrono::duration_cast<milliseconds>(Clock::now() - op_->started).count();
+  Json result = {{"elapsed_ms", elapsed}, {"plugins", pluginResults()}};
+  log_.info("quiesced in " + std::to_string(elapsed) + " ms (" + std::to_string(op_->parts.size()) +
+            " processes)");
+  reply(okReply(op_->hostId, std::move(result)));
+  op_.reset();
+}
+
+void Coordinator::rollback(ErrorCode code, std::string message) {
+  op_->phase = Phase::rollback;
+  op_->failCode = code;
+  op_->failMessage = std::move(message);
+  log_.info("quiesce failed: " + op_->failMessage + "; rolling back");
+  if (freezeJob_) freezeJob_->cancel();  // its thread thaws what it froze
+  for (auto& p : op_->parts) {
+    p.waiting = false;
+    if (!p.gotPresuspend) continue;
+    bool sentNow = false;
+    auto seq = processes_.sendEvent(p.conn, wire::EventKind::resume, nullptr, op_->id, &sentNow);
+    // A process still busy with its PRESUSPEND (late, or slower than one that failed)
+    // gets RESUME when it answers that, but is not waited for.
+    if (!seq || !sentNow) continue;
+    p.waiting = true;
+    p.seq = *seq;
+  }
+  op_->kind = wire::EventKind::resume;
+  op_->rollbackDeadline = Deadline::in(config_.rollbackTimeout);
+  advance();
+}
+
+void Coordinator::finishRollback(bool timedOut) {
+  state_ = AgentState::idle;
+  std::string msg = op_->failMessage + "; rolled back";
+  if (timedOut)
+    msg += " (no RESUME answer within " + std::to_string(config_.rollbackTimeout.count()) + " ms from " +
+           waitingFor() + ")";
+  reply(errorReply(op_->hostId, op_->failCode, msg));
+  op_.reset();
+}
+
+void Coordinator::finishNotify(bool timedOut) {
+  state_ = AgentState::idle;
+  std::string name(commandName(op_->cmd));
+  std::vector<std::string> failed;
+  for (const auto& p : op_->parts)
+    if (p.failed)
+      failed.push_back(who(p.pid, p.plugin) + " failed " + std::string(wire::eventName(op_->kind)) +
+                       (p.reason.empty() ? "" : ": " + p.reason));
+  if (timedOut) {
+    std::string msg = "no " + std::string(wire::eventName(op_->kind)) + " answer within " +
+                      std::to_string(op_->budget.count()) + " ms from " + waitingFor();
+    log_.info(name + ": " + msg);
+    reply(errorReply(op_->hostId, ErrorCode::deadline, msg));
+  } else if (!failed.empty() || !op_->fsError.empty()) {
+    std::string msg = op_->fsError.empty() ? joined(failed) : "fsfreeze: " + op_->fsError;
+    if (!op_->fsError.empty() && !failed.empty()) msg += "; " + joined(failed);
+    log_.info(name + ": " + msg);
+    reply(errorReply(op_->hostId, ErrorCode::pluginFailed, msg));
+  } else {
+    log_.info(name + ": " + std::to_string(op_->parts.size()) + " processes notified");
+    reply(okReply(op_->hostId, {{"plugins", pluginResults()}}));
+  }
+  op_.reset();
+}
+
+void Coordinator::onTimer() {
+  if (!op_) return;
+  switch (op_->phase) {
+    case Phase::presuspend:
+    case Phase::precheckpoint:
+      if (op_->deadline.expired())
+        rollback(ErrorCode::deadline, "deadline of " + std::to_string(op_->budget.count()) +
+                                          " ms passed waiting for " + std::string(wire::eventName(op_->kind)) +
+                                          " from " + waitingFor());
+      return;
+    case Phase::freeze:
+      if (op_->deadline.expired())
+        rollback(ErrorCode::deadline, "deadline of " + std::to_string(op_->budget.count()) +
+                                          " ms passed while fsfreeze froze " +
+                                          (freezeJob_ ? freezeJob_->current() : std::string("filesystems")));
+      return;
+    case Phase::rollback:
+      if (op_->rollbackDeadline.expired()) finishRollback(true);
+      return;
+    case Phase::notify:
+      if (op_->deadline.expired()) finishNotify(true);
+      return;
+  }
+}
+
+Json Coordinator::thawFilesystems(std::string* error) {
+  if (!config_.fsfreeze) return nullptr;
+  if (freezeJob_) freezeJob_->cancel();  // a freeze still running thaws itself when done
+  auto targets = freezeTargets(config_.mountsPath);
+  if (!targets) {
+    *error = targets.error();
+    return {{"name", "fsfreeze"}, {"pid", 0}, {"result", "not_mine"}};
+  }
+  ThawOutcome out = thawTargets(*targets);
+  if (!out.errors.empty()) *error = joined(out.errors);
+  if (!out.thawed.empty()) log_.debug("fsfreeze: thawed " + joined(out.thawed, 64));
+  return {{"name", "fsfreeze"}, {"pid", 0}, {"result", out.thawed.empty() ? "not_mine" : "done"}};
+}
+
+Json Coordinator::pluginResults() const {
+  Json list = Json::array();
+  bool quiesce = op_->cmd == Command::quiesce;
+  if (!quiesce && !op_->fsResult.is_null()) list.push_back(op_->fsResult);
+  for (const auto& p : op_->parts)
+    list.push_back({{"name", p.plugin}, {"pid", p.pid}, {"result", p.anyDone ? "done" : "not_mine"}});
+  if (quiesce && !op_->fsResult.is_null()) list.push_back(op_->fsResult);
+  return list;
+}
+
+std::string Coordinator::waitingFor() const {
+  std::vector<std::string> names;
+  for (const auto& p : op_->parts)
+    if (p.waiting) names.push_back(who(p.pid, p.plugin));
+  return names.empty() ? std::string("nobody") : joined(names);
+}
+
+void Coordinator::shutdown() {
+  if (freezeJob_) {
+    freezeJob_->cancel();
+    pollfd p{freezeJob_->doneFd(), POLLIN, 0};
+    (void)::poll(&p, 1, 2000);
+    if (freezeJob_->finished()) {
+      onFreezeDone();
+    } else {
+      // FIFREEZE is stuck in the kernel; exiting ends the thread with the process.
+      log_.info("fsfreeze: a freeze is still running at exit (" + freezeJob_->current() + ")");
+      (void)freezeJob_.release();
+    }
+  }
+  if (state_ == AgentState::quiesced && config_.fsfreeze) {
+    std::string err;
+    (void)thawFilesystems(&err);
+    if (!err.empty()) log_.info("fsfreeze: at exit: " + err);
+  }
+}
+
+}  // namespace vmckpt::agent

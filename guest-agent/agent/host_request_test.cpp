@@ -1,0 +1,135 @@
+// Unit tests of the agent's host request parsing and reply lines (no I/O).
+#include "host_request.hpp"
+
+#include <gtest/gtest.h>
+
+using namespace vmckpt::agent;
+using vmckpt::wire::LineBuffer;
+
+namespace {
+
+auto parse(const std::string& text) { return parseHostItem({LineBuffer::Kind::line, text}); }
+
+Json replyJson(const std::string& line) {
+  EXPECT_EQ(line.back(), '\n');
+  return Json::parse(line);
+}
+
+TEST(HostRequest, BlankLinesAreResyncAndGetNoReply) {
+  for (const char* s : {"", " ", "\t \r"}) {
+    auto r = parse(s);
+    ASSERT_TRUE(r.has_value()) << s;
+    EXPECT_FALSE(r->has_value()) << s;
+  }
+}
+
+TEST(HostRequest, ParsesEveryCommand) {
+  auto r = parse(R"({"id": 1, "cmd": "sync", "args": {"token": "0123456789abcdef"}})");
+  ASSERT_TRUE(r && *r);
+  EXPECT_EQ((*r)->cmd, Command::sync);
+  EXPECT_EQ((*r)->token, "0123456789abcdef");
+
+  r = parse(R"({"id": 17, "cmd": "quiesce", "args": {"deadline_ms": 5000}, "x-future": 1})");
+  ASSERT_TRUE(r && *r);
+  EXPECT_EQ((*r)->id, 17u);
+  EXPECT_EQ((*r)->cmd, Command::quiesce);
+  EXPECT_EQ((*r)->deadline.count(), 5000);
+
+  r = parse(R"({"id": 2, "cmd": "restored", "args": {"device_map": {"mlx5_0": "rxe0"}}})");
+  ASSERT_TRUE(r && *r);
+  EXPECT_EQ((*r)->deviceMap, Json({{"mlx5_0", "rxe0"}}));
+
+  r = parse(R"({"id": 3, "cmd": "restored"})");
+  ASSERT_TRUE(r && *r);
+  EXPECT_EQ((*r)->deviceMap, Json::object());
+  EXPECT_EQ((*r)->deadline.count(), 0);
+
+  r = parse(R"({"id": 3, "cmd": "thaw", "args": {"deadline_ms": 2500}})");
+  ASSERT_TRUE(r && *r);
+  EXPECT_EQ((*r)->deadline.count(), 2500);
+
+  for (auto [text, cmd] : {std::pair{"ping", Command::ping}, {"info", Command::info},
+                           {"thaw", Command::thaw}, {"status", Command::status}}) {
+    r = parse(std::string(R"({"id": 4, "cmd": ")") + text + "\"}");
+    ASSERT_TRUE(r && *r) << text;
+    EXPECT_EQ((*r)->cmd, cmd);
+  }
+}
+
+struct Bad {
+  const char* line;
+  ErrorCode code;
+  bool hasId;
+};
+
+TEST(HostRequest, RejectsWithTheRightCode) {
+  const Bad cases[] = {
+      {"not json", ErrorCode::parse, false},
+      {"[1,2]", ErrorCode::parse, false},
+      {R"({"cmd": "ping"})", ErrorCode::parse, false},
+      {R"({"id": -1, "cmd": "ping"})", ErrorCode::parse, false},
+      {R"({"id": "7", "cmd": "ping"})", ErrorCode::parse, false},
+      {R"({"id": 7})", ErrorCode::parse, true},
+      {R"({"id": 7, "cmd": 3})", ErrorCode::parse, true},
+      {R"({"id": 7, "cmd": "reboot"})", ErrorCode::unknownCommand, true},
+      {R"({"id": 7, "cmd": "ping", "args": [1]})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "sync"})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "sync", "args": {"token": 5}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "quiesce"})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "quiesce", "args": {"deadline_ms": 0}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "quiesce", "args": {"deadline_ms": -5}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "quiesce", "args": {"deadline_ms": 600001}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "quiesce", "args": {"deadline_ms": 1.5}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "quiesce", "args": {"deadline_ms": "100"}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "restored", "args": {"device_map": []}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "restored", "args": {"deadline_ms": 0}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "thaw", "args": {"deadline_ms": "5"}})", ErrorCode::badArgs, true},
+  };
+  for (const auto& c : cases) {
+    auto r = parse(c.line);
+    ASSERT_FALSE(r.has_value()) << c.line;
+    EXPECT_EQ(r.error().code, c.code) << c.line;
+    EXPECT_EQ(r.error().id.has_value(), c.hasId) << c.line;
+    Json j = replyJson(errorReply(r.error()));
+    EXPECT_EQ(j["ok"], false);
+    EXPECT_EQ(j["error"]["code"], errorCodeName(c.code));
+    if (!c.hasId) EXPECT_TRUE(j["id"].is_null()) << c.line;
+    else EXPECT_EQ(j["id"], 7);
+  }
+  // The extremes of the deadline are accepted.
+  EXPECT_TRUE(parse(R"({"id": 7, "cmd": "quiesce", "args": {"deadline_ms": 1}})"));
+  EXPECT_TRUE(parse(R"({"id": 7, "cmd": "quiesce", "args": {"deadline_ms": 600000}})"));
+}
+
+TEST(HostRequest, DeviceMapMustLeaveRoomForTheRestartEvent) {
+  std::string big(kMaxDeviceMapBytes, 'm');
+  auto r = parse(R"({"id": 7, "cmd": "restored", "args": {"device_map": {"k": ")" + big + "\"}}}");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::badArgs);
+  std::string fits(kMaxDeviceMapBytes - 100, 'm');
+  r = parse(R"({"id": 7, "cmd": "restored", "args": {"device_map": {"k": ")" + fits + "\"}}}");
+  ASSERT_TRUE(r && *r);
+  std::string event = vmckpt::wire::encodeEvent(1 << 30, vmckpt::wire::EventKind::restart, &(*r)->deviceMap);
+  EXPECT_LE(event.size(), vmckpt::wire::kMaxLineBytes);
+}
+
+TEST(HostRequest, OversizedLineIsAParseErrorWithNullId) {
+  auto r = parseHostItem({LineBuffer::Kind::oversized, {}});
+  ASSERT_FALSE(r.has_value());
+  Json j = replyJson(errorReply(r.error()));
+  EXPECT_TRUE(j["id"].is_null());
+  EXPECT_EQ(j["error"]["code"], "parse");
+}
+
+TEST(HostRequest, Replies) {
+  Json ok = replyJson(okReply(17, {{"token", "ab"}}));
+  EXPECT_EQ(ok, Json({{"id", 17}, {"ok", true}, {"result", {{"token", "ab"}}}}));
+  Json err = replyJson(errorReply(17, ErrorCode::pluginFailed, "plugin ib (pid 3) failed\nPRESUSPEND"));
+  EXPECT_EQ(err["error"]["code"], "plugin_failed");
+  EXPECT_EQ(err["error"]["message"], "plugin ib (pid 3) failed PRESUSPEND");
+  // A result that would not fit the line limit becomes an internal error.
+  Json big = replyJson(okReply(1, {{"x", std::string(vmckpt::wire::kMaxLineBytes, 'a')}}));
+  EXPECT_EQ(big["error"]["code"], "internal");
+}
+
+}  // namespace

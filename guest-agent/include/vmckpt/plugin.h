@@ -1,0 +1,104 @@
+/*
+ * vmckpt guest plugin API (C ABI), version 1.
+ *
+ * A process that drives a device (InfiniBand, CUDA, OpenGL, ...) registers one plugin
+ * with the in-guest agent, vmckpt-agent. The library connects to the agent's unix socket
+ * (path from $VMCKPT_AGENT_SOCKET, default /run/vmckpt/agent.sock) and answers the
+ * agent's events on a thread of its own by calling the plugin's hook:
+ *
+ *   checkpoint:  PRESUSPEND (stop new work, drain) -> PRECHECKPOINT (save device state
+ *                into this process's memory) -> the host captures the guest ->
+ *                RESUME (same hardware) or, after a restore, RESTART (rebuild, maybe on
+ *                other hardware; device_map_json says what maps to what)
+ *   rollback:    a failed or late quiesce sends RESUME to every process that got
+ *                PRESUSPEND
+ *
+ * VMCKPT_PLUGIN_API_VERSION is bumped on any change to this file. Link with -lvmckpt
+ * (libvmckpt.so.1 or libvmckpt.a). The header compiles as C99 and as C++.
+ */
+#ifndef VMCKPT_PLUGIN_H
+#define VMCKPT_PLUGIN_H
+
+#include <stddef.h>
+
+#define VMCKPT_PLUGIN_API_VERSION 1
+
+/* Default path of the agent's socket; $VMCKPT_AGENT_SOCKET overrides it. */
+#define VMCKPT_AGENT_SOCKET_DEFAULT "/run/vmckpt/agent.sock"
+
+/* Longest plugin name, in bytes. Names use only A-Z a-z 0-9 _ . - */
+#define VMCKPT_PLUGIN_NAME_MAX 64
+
+/* Size of the reason buffer handed to the hook (bytes, including the NUL). */
+#define VMCKPT_REASON_MAX 512
+
+#if defined(__GNUC__)
+#define VMCKPT_API __attribute__((visibility("default")))
+#else
+#define VMCKPT_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum vmckpt_event {
+  VMCKPT_PRESUSPEND = 1,    /* stop starting new work and drain what is in flight */
+  VMCKPT_PRECHECKPOINT = 2, /* put device state into process memory; the guest is captured next */
+  VMCKPT_RESUME = 3,        /* same hardware: carry on (also the rollback of a failed quiesce) */
+  VMCKPT_RESTART = 4        /* restored, possibly on other hardware: rebuild device state */
+} vmckpt_event;
+
+typedef enum vmckpt_result {
+  VMCKPT_DONE = 0,     /* handled */
+  VMCKPT_FAILED = 1,   /* could not; write a one-line reason. PRESUSPEND/PRECHECKPOINT
+                          failures make the agent roll the quiesce back */
+  VMCKPT_NOT_MINE = 2  /* nothing to do for this process (e.g. the device is not in use) */
+} vmckpt_result;
+
+/*
+ * The event hook, a switch over `ev`. It runs on the library's thread, one event at a
+ * time, and must return: the agent's quiesce deadline counts while it runs.
+ *   ctx              the descriptor's ctx
+ *   device_map_json  RESTART only (a JSON object, NUL-terminated, valid during the call);
+ *                    NULL for every other event
+ *   reason           a zeroed buffer of reason_len bytes (VMCKPT_REASON_MAX) for a
+ *                    one-line, NUL-terminated reason when returning VMCKPT_FAILED
+ * An event this API version does not know is answered VMCKPT_NOT_MINE without a call.
+ */
+typedef vmckpt_result (*vmckpt_hook_fn)(void* ctx, vmckpt_event ev, const char* device_map_json,
+                                        char* reason, size_t reason_len);
+
+/* One per plugin. vmckpt_register copies it; ctx must stay valid until unregistered. */
+typedef struct vmckpt_plugin_descriptor {
+  unsigned int api_version; /* VMCKPT_PLUGIN_API_VERSION */
+  const char* name;         /* e.g. "ib", "cuda", "gl"; see VMCKPT_PLUGIN_NAME_MAX */
+  vmckpt_hook_fn hook;
+  void* ctx;
+} vmckpt_plugin_descriptor;
+
+/*
+ * Connects to the agent, registers the plugin, and starts the thread that answers
+ * events. Waits at most 5 s for the agent's answer. Returns 0, or -errno:
+ *   -EINVAL     bad descriptor (version, name or hook)
+ *   -EBUSY      this process already registered a plugin (one per process)
+ *   -ENOENT, -ECONNREFUSED, ...   the agent's socket cannot be reached
+ *   -EPROTO     the agent refused the registration
+ *   -ETIMEDOUT  no answer in time
+ * If the agent goes away later (restarted), the thread reconnects and registers again.
+ * Not async-signal-safe; a forked child does not inherit the registration.
+ */
+VMCKPT_API int vmckpt_register(const vmckpt_plugin_descriptor* desc);
+
+/* Stops the thread and closes the connection (the agent then forgets this process).
+ * Does nothing when not registered. Must not be called from the hook. */
+VMCKPT_API void vmckpt_unregister(void);
+
+/* "PRESUSPEND", "PRECHECKPOINT", "RESUME", "RESTART", or "UNKNOWN". */
+VMCKPT_API const char* vmckpt_event_name(vmckpt_event ev);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* VMCKPT_PLUGIN_H */

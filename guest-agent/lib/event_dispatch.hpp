@@ -1,0 +1,27 @@
+// libvmckpt: turns one event from the agent into one call of the plugin's hook and the
+// reply line. No I/O here (agent_connection.cpp does the socket).
+#pragma once
+
+#include <string>
+
+#include "vmckpt/plugin.h"
+#include "wire.hpp"
+
+namespace vmckpt::plugin {
+
+// The registered plugin, copied out of the caller's descriptor.
+struct Registration {
+  std::string name;
+  vmckpt_hook_fn hook = nullptr;
+  void* ctx = nullptr;
+};
+
+// Calls the hook for `event` and returns the reply line (with the event's seq). An event
+// name this library does not know is answered not_mine without calling the hook.
+std::string dispatchEvent(const Registration& reg, const wire::EventMsg& event);
+
+// Handles one item read from the agent: an event gets its reply line; anything else
+// (errors, unknown types, oversized or broken lines) is ignored and gives "".
+std::string handleAgentItem(const Registration& reg, const wire::LineBuffer::Item& item);
+
+}  // namespace vmckpt::plugin

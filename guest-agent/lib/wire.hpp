@@ -1,0 +1,101 @@
+// Wire format shared by vmckpt-agent and libvmckpt (guest-agent/PROTOCOL.md): bounded
+// newline-delimited framing, and the messages of the agent <-> process channel.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <expected>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+namespace vmckpt::wire {
+
+using Json = nlohmann::json;
+
+// Longest line on either channel, including its '\n'.
+inline constexpr size_t kMaxLineBytes = 65536;
+inline constexpr int kApiVersion = 1;
+inline constexpr size_t kMaxPluginNameBytes = 64;
+inline constexpr size_t kMaxReasonBytes = 511;
+
+// Splits a byte stream into lines. A line longer than the limit is reported once, as
+// soon as it is known to be too long, and the rest of it up to the next '\n' is dropped.
+class LineBuffer {
+ public:
+  explicit LineBuffer(size_t maxLineBytes = kMaxLineBytes) : max_(maxLineBytes) {}
+
+  enum class Kind { line, oversized };
+  struct Item {
+    Kind kind;
+    std::string text;  // the line without '\n' (and without a trailing '\r')
+  };
+
+  void append(std::string_view bytes);
+  // The next complete line or oversize report, in stream order.
+  std::optional<Item> next();
+  // Forgets any partial line (the peer reconnected).
+  void clear();
+  // Bytes held that do not form a complete line yet.
+  size_t buffered() const { return partial_.size(); }
+  // Complete items not taken with next() yet.
+  size_t ready() const { return ready_.size(); }
+
+ private:
+  size_t max_;
+  std::string partial_;      // the line being received, without its '\n'
+  std::deque<Item> ready_;
+  bool discarding_ = false;  // inside an oversized line: drop up to the next '\n'
+};
+
+// Serializes one message as a line: compact JSON, invalid UTF-8 replaced, plus '\n'.
+std::string toLine(const Json& message);
+// Parses a line as a JSON object; the error is one phrase.
+std::expected<Json, std::string> parseObject(std::string_view line);
+
+// Keeps a human string to one printable line of at most maxBytes bytes.
+std::string oneLine(std::string_view text, size_t maxBytes = kMaxReasonBytes);
+// Plugin names: 1..64 bytes of A-Z a-z 0-9 _ . -
+bool validPluginName(std::string_view name);
+
+// --- agent <-> process channel ---------------------------------------------------------
+
+enum class EventKind { presuspend = 1, precheckpoint = 2, resume = 3, restart = 4 };
+std::string_view eventName(EventKind kind);
+std::optional<EventKind> eventFromName(std::string_view name);
+
+enum class Outcome { done, failed, notMine };
+std::string_view outcomeName(Outcome outcome);  // "done", "failed", "not_mine"
+std::optional<Outcome> outcomeFromName(std::string_view name);
+
+struct RegisterMsg {
+  std::string plugin;
+  int64_t apiVersion = 0;
+};
+struct EventMsg {
+  uint64_t seq = 0;
+  std::string event;                 // as sent; eventFromName() may not know it
+  std::optional<Json> deviceMap;     // RESTART only
+};
+struct ReplyMsg {
+  uint64_t seq = 0;
+  Outcome result = Outcome::done;
+  std::string reason;
+};
+
+std::string encodeRegister(std::string_view plugin, int apiVersion = kApiVersion);
+std::string encodeRegistered(int64_t pid);
+std::string encodeError(std::string_view message);
+std::string encodeEvent(uint64_t seq, EventKind kind, const Json* deviceMap);
+std::string encodeReply(uint64_t seq, Outcome result, std::string_view reason);
+
+// The "type" of a message from the process channel ("" when missing or not a string).
+std::string messageType(const Json& message);
+std::expected<RegisterMsg, std::string> decodeRegister(const Json& message);
+std::expected<EventMsg, std::string> decodeEvent(const Json& message);
+std::expected<ReplyMsg, std::string> decodeReply(const Json& message);
+
+}  // namespace vmckpt::wire
