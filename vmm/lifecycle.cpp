@@ -269,9 +269,7 @@ Result<Transition> VmManager::transition(const std::string& name, bool toPaused)
   if (!toPaused) {
     VmRecord rec = loadRecord(p);
     if (rec.pendingRestored) {  // the first run after a `restore --paused`
-      auto ac = agent::Client::connect(p.agentSocket, Deadline::in(10s));
-      auto r = ac ? ac->call("restored", {{"device_map", Json::object()}, {"deadline_ms", 10000}}, Deadline::in(12s))
-                  : Result<Json>(std::unexpected(ac.error()));
+      auto r = agent::notifyRestored(p.agentSocket, Json::object(), 10s);
       if (!r) log::warn("VM ", name, " runs, but its guest agent did not take 'restored': ", r.error().message());
       rec.pendingRestored = false;
       VMCKPT_TRY(saveRecord(p, rec));

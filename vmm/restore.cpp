@@ -172,9 +172,7 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
   std::string agentNote;
   if (spec.agent && !opts.paused) {  // a paused guest cannot answer: `resume` sends it then
     auto ta = Clock::now();
-    auto ac = agent::Client::connect(p.agentSocket, Deadline::in(m.quiesced ? 10s : 1s));
-    auto r = ac ? ac->call("restored", {{"device_map", Json::object()}, {"deadline_ms", 10000}}, Deadline::in(12s))
-                : Result<Json>(std::unexpected(ac.error()));
+    auto r = agent::notifyRestored(p.agentSocket, Json::object(), m.quiesced ? 10s : 1s);
     agentMs = std::chrono::duration<double, std::milli>(Clock::now() - ta).count();
     if (!r) {
       agentNote = cat(m.quiesced ? "the guest runs, but its agent did not take 'restored' (plugins not restarted, "

@@ -44,10 +44,9 @@ const char* kDevstateFdName = "vmckpt-devstate";
 
 double msSince(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
-store::StoreMode detectMode(const VmPaths& p, std::string* why) {
+store::StoreMode detectMode(const VmPaths& p) {
   if (store::isSubvolume(p.live)) return store::StoreMode::btrfs;
   store::StoreCapabilities caps = store::probeStore(p.dir);
-  *why = caps.reflinkWhy;
   return caps.reflink ? store::StoreMode::reflink : store::StoreMode::copy;
 }
 
@@ -132,8 +131,7 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   if (before->state != VmState::running && before->state != VmState::paused)
     return fail(Errc::wrongState, cat("snapshot ", name, ": VM is not running (state: ", vmStateName(before->state), ")"));
 
-  std::string why;
-  store::StoreMode mode = opts.mode.value_or(detectMode(p, &why));
+  store::StoreMode mode = opts.mode ? *opts.mode : detectMode(p);  // probe only when not given
   if (mode == store::StoreMode::btrfs && !store::isSubvolume(p.live))
     return ctx(Error(Errc::unsupported, "store mode btrfs needs live/ to be a subvolume (the VM was created outside btrfs)"));
   if (mode == store::StoreMode::copy)

@@ -115,4 +115,15 @@ Result<nlohmann::json> Client::call(std::string_view cmd, const nlohmann::json& 
   }
 }
 
+Status notifyRestored(const std::string& socketPath, const nlohmann::json& deviceMap,
+                      std::chrono::milliseconds connectTimeout) {
+  constexpr std::chrono::milliseconds kRestartDeadline{10000};
+  auto c = Client::connect(socketPath, Deadline::in(connectTimeout));
+  if (!c) return fail(c.error());
+  auto r = c->call("restored", {{"device_map", deviceMap}, {"deadline_ms", kRestartDeadline.count()}},
+                   Deadline::in(kRestartDeadline + std::chrono::seconds(2)));
+  if (!r) return fail(r.error());
+  return {};
+}
+
 }  // namespace vmckpt::vmm::agent

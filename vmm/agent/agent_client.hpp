@@ -42,4 +42,10 @@ class Client {
   std::uint64_t nextId_ = 1;
 };
 
+// Tells the agent behind `socketPath` that the VM was restored: it thaws filesystems
+// frozen in the snapshot and sends RESTART (with `deviceMap`) to its plugins.
+// `connectTimeout` bounds how long to wait for an agent to answer at all.
+Status notifyRestored(const std::string& socketPath, const nlohmann::json& deviceMap,
+                      std::chrono::milliseconds connectTimeout);
+
 }  // namespace vmckpt::vmm::agent
