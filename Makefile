@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVMCKPT_WERROR=ON
 
-.PHONY: all deps build image test unit-test integration-test demo bench clean
+.PHONY: all deps build image test unit-test integration-test demo bench bench-smoke clean
 
 all: build
 
@@ -32,10 +32,16 @@ integration-test: build image
 demo: build image
 	bash scripts/demo.sh $(BUILD_DIR)
 
-# Snapshot pause/restore against QEMU's stop+migrate-to-file (needs root: loop devices).
-BENCH_OUT ?= bench/results/$(shell date -u +%Y-%m-%d)-snapshot.json
+# vmckpt against QEMU's own snapshot methods, a 16 GiB scaling check and the runtime
+# cost of file-backed RAM (needs root: loop devices). Takes about an hour on 2 cores.
+# Writes bench/results/<UTC date-time>.{json,md,png}.
+BENCH_ARGS ?= --sizes 1G,2G,4G --runs 5 --scaling 16G --out-dir bench/results
 bench: build image
-	$(BUILD_DIR)/bin/vmckpt-bench --sizes 1G,4G --runs 5 --baseline-runs 3 --out $(BENCH_OUT)
+	$(BUILD_DIR)/bin/vmckpt-bench $(BENCH_ARGS)
+
+# One small guest, one run of every method (the test suite runs this too).
+bench-smoke: build image
+	$(BUILD_DIR)/bin/vmckpt-bench --smoke --out-dir $(BUILD_DIR)/bench-smoke
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -11,6 +11,7 @@ PKGS=(
   btrfs-progs libbtrfsutil-dev xfsprogs
   procps util-linux iproute2
   clang-14 libclang-rt-14-dev
+  gnuplot-nox
 )
 
 missing=()

@@ -76,7 +76,7 @@ Result<BootedQemu> bootQemu(const VmSpec& spec, const VmPaths& p, const BootRequ
   VMCKPT_TRY(fs::makeDirs(p.run, 0700));
   VMCKPT_TRY(fs::removeFile(p.qemuLog));
 
-  QemuLaunch launch{*qemu, choice->accel, true, req.incoming, req.machine};
+  QemuLaunch launch{*qemu, choice->accel, true, req.incoming, req.machine, req.anonymousRam};
   auto pid = launchQemu(buildQemuCommand(spec, p, launch), p, Deadline::in(kLaunchTimeout));
   if (!pid) {
     cleanRunFiles(p);

@@ -43,6 +43,15 @@ TEST(QemuCommand, RamIsASharedFileInTheLiveDirectory) {
   EXPECT_EQ(valueOf(argv, "-cpu"), "max");
 }
 
+TEST(QemuCommand, AnonymousRamForComparisonsOnly) {
+  VmPaths p("/store/vms/vm1");
+  QemuLaunch l{"qemu", Accel::tcg, true};
+  l.anonymousRam = true;
+  auto argv = buildQemuCommand(spec(), p, l);
+  EXPECT_EQ(valueOf(argv, "-object"), "memory-backend-ram,id=ram0,size=1073741824");
+  EXPECT_EQ(valueOf(argv, "-machine"), "q35,memory-backend=ram0");
+}
+
 TEST(QemuCommand, DaemonizedWithRunFiles) {
   VmPaths p("/store/vms/vm1");
   auto argv = buildQemuCommand(spec(), p, {"qemu", Accel::kvm, true});
