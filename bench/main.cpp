@@ -43,6 +43,7 @@ struct Options {
   std::string stem;  // default: date-time
   bool plot = true;
   std::string guest = VMCKPT_TEST_GUEST_DIR;
+  std::string reportFrom;  // --report: only rewrite .md/.png from this JSON
 };
 
 [[noreturn]] void usageError(const std::string& msg) {
@@ -94,6 +95,7 @@ const char* kHelp =
     "  --smoke               one 512 MiB guest, one run, every method, short runtime\n"
     "                        check (the test suite runs this)\n"
     "  --guest DIR           test guest kernel+initrd (default: the build's)\n"
+    "  --report FILE.json    measure nothing: rewrite FILE.md and FILE.png from FILE.json\n"
     "\n"
     "Exit status: 0 when every method succeeded, 1 when any failed (results are still\n"
     "written, with the failure), 2 on bad usage.\n";
@@ -128,6 +130,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--stem") o.stem = next();
     else if (a == "--no-plot") o.plot = false;
     else if (a == "--guest") o.guest = next();
+    else if (a == "--report") o.reportFrom = next();
     else if (a == "--smoke") {
       o.sizes = {512ull << 20};
       o.runs = 1;
@@ -178,6 +181,7 @@ Json hostFacts(const Options& o) {
                         " /tmp): Btrfs for vmckpt-btrfs and the QEMU methods, XFS (reflink) for vmckpt-reflink-xfs "
                         "and vmckpt-copy");
   h["guest"] = o.guest;
+  if (auto l = fs::readFile("/proc/loadavg", 4096)) h["loadavg_at_start"] = std::string(trim(*l));
   return h;
 }
 
@@ -221,12 +225,32 @@ std::string defaultStem() {
   return buf;
 }
 
+int rewriteReport(const std::string& json) {
+  auto text = fs::readFile(json, 64 << 20);
+  if (!text) {
+    std::fprintf(stderr, "vmckpt-bench: error: %s\n", text.error().message().c_str());
+    return 1;
+  }
+  std::string base = json.size() > 5 && json.ends_with(".json") ? json.substr(0, json.size() - 5) : json;
+  try {
+    Json res = Json::parse(*text);
+    check(fs::writeFileAtomic(base + ".md", markdownReport(res), 0644), "write the table");
+    plotPng(res, base + ".png");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vmckpt-bench: error: %s: %s\n", json.c_str(), e.what());
+    return 1;
+  }
+  std::fprintf(stderr, "wrote %s.md and %s.png\n", base.c_str(), base.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
   log::setLevel(log::Level::warn);
   Options o = parse(argc, argv);
+  if (!o.reportFrom.empty()) return rewriteReport(o.reportFrom);
   if (auto why = test::LoopFs::unavailable("btrfs")) {
     std::fprintf(stderr, "vmckpt-bench: error: cannot make a Btrfs loop filesystem: %s\n", why->c_str());
     return 1;
@@ -279,6 +303,7 @@ int main(int argc, char** argv) {
     if (!res.contains("ratios")) res["ratios"] = Json::array();
     res["ratios"].push_back({{"memory_mib", s["memory_mib"]}, {"pause", r["pause"]}, {"restore", r["restore"]}});
   }
+  if (auto l = fs::readFile("/proc/loadavg", 4096)) res["host"]["loadavg_at_end"] = std::string(trim(*l));
   std::string md = markdownReport(res);
   auto wrote = fs::writeFileAtomic(base + ".json", res.dump(2) + "\n", 0644);
   if (wrote) wrote = fs::writeFileAtomic(base + ".md", md, 0644);

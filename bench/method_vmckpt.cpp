@@ -111,18 +111,28 @@ void measure(BenchVm& vm, const SizeRun& r, VmckptStore s, MethodResult& m) {
       taken.erase(taken.begin());
     }
   }
+  std::vector<double> phases[4];
   for (int i = 0; i < r.runs; ++i) {
     check(vm.mgr().stop(kVm, {true, 10s}), "stop before restore");
     size_t at = vm.console().size();
     auto rr = check(vm.mgr().restore(kVm, lastId, {}), "restore");
     m.restoreMs.push_back(rr.restoreMs);
+    phases[0].push_back(rr.phases.cloneMs);
+    phases[1].push_back(rr.phases.qemuStartMs);
+    phases[2].push_back(rr.phases.devstateMs);
+    phases[3].push_back(rr.phases.contMs);
     at = vm.console().waitFor(cat("[vmckpt: restored from snapshot ", lastId), at, 120s);
     vm.console().waitFor("counter ", at, 120s);
     vm.console().verifyMemory(1800s);
     ++m.restoresVerified;
-    std::fprintf(stderr, "   %s restore %d: %.0f ms to running, memory verified\n", m.method.c_str(), i + 1,
-                 rr.restoreMs);
+    std::fprintf(stderr, "   %s restore %d: %.0f ms to running (clone %.0f, QEMU start %.0f, device state %.0f, cont %.0f), memory verified\n",
+                 m.method.c_str(), i + 1, rr.restoreMs, rr.phases.cloneMs, rr.phases.qemuStartMs,
+                 rr.phases.devstateMs, rr.phases.contMs);
   }
+  m.extra["restore_phases_ms"] = {{"clone", stats(phases[0])},
+                                  {"qemu_start", stats(phases[1])},
+                                  {"devstate", stats(phases[2])},
+                                  {"cont", stats(phases[3])}};
 }
 
 }  // namespace

@@ -133,10 +133,13 @@ void plotPng(const Json& res, const std::string& png) {
   auto row = [](const Json& st, double gib) {
     return cat(gib, " ", st["median"].get<double>(), " ", st["min"].get<double>(), " ", st["max"].get<double>(), "\n");
   };
+  // The scaling check's guest extends the same lines (its own RAM was written sparsely).
+  Json all = res["sizes"];
+  if (res.contains("scaling") && res["scaling"].is_object()) all.push_back(res["scaling"]);
   for (const auto& key : methodKeys) {
     pause += cat("# ", key, "\n");
     restore += cat("# ", key, "\n");
-    for (const auto& s : res["sizes"]) {
+    for (const auto& s : all) {
       const Json* m = findMethod(s, key);
       if (!m || !(*m)["ok"].get<bool>()) continue;
       double gib = s["memory_mib"].get<double>() / 1024;
@@ -162,12 +165,12 @@ void plotPng(const Json& res, const std::string& png) {
   };
   const Json& h = res["host"];
   std::string script = cat(
-      "set terminal pngcairo size 1400,560 font 'sans,11'\n", "set output ", quote(png), "\n",
+      "set terminal pngcairo size 1400,640 font 'sans,11'\n", "set output ", quote(png), "\n",
       "set multiplot layout 1,2 title ",
       quote(cat("vmckpt vs QEMU's own snapshot methods (", h.value("date", ""), ", ", h.value("cores", 0), " cores, accel ",
                 h.value("accel", ""), "; median, min-max bars)")),
-      "\n", "set logscale y\nset grid\nset key top left font ',9'\nset xlabel 'guest memory (GiB)'\n",
-      "set xtics 1\nset offsets 0.25, 0.25, 0, 0\n", "set ylabel 'pause (ms, log scale)'\nset title 'Pause: QMP STOP to RESUME'\n",
+      "\n", "set logscale xy 2\nset logscale y 10\nset grid\nset key below horizontal maxcols 3 font ',9'\n",
+      "set xlabel 'guest memory (GiB, log scale)'\n", "set xtics (0.5, 1, 2, 4, 8, 16)\nset offsets graph 0.05, graph 0.05, 0, 0\n", "set ylabel 'pause (ms, log scale)'\nset title 'Pause: QMP STOP to RESUME'\n",
       "plot ", plots("pause.dat"), "\n", "set ylabel 'restore to running (ms, log scale)'\n",
       "set title 'Restore: nothing running to guest running'\n", "plot ", plots("restore.dat"), "\n",
       "unset multiplot\n");

@@ -27,6 +27,10 @@ void addRestore(CLI::App& app, Context& ctx) {
       j["snapshot"] = r->snapshot;
       j["restore_ms"] = r->restoreMs;
       j["agent_ms"] = r->agentMs;
+      j["phases_ms"] = {{"clone", r->phases.cloneMs},
+                        {"qemu_start", r->phases.qemuStartMs},
+                        {"devstate", r->phases.devstateMs},
+                        {"cont", r->phases.contMs}};
       j["agent_note"] = r->agentNote.empty() ? Json(nullptr) : Json(r->agentNote);
       char ms[32];
       std::snprintf(ms, sizeof ms, "%.0f", r->restoreMs);

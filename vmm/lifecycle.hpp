@@ -82,6 +82,11 @@ struct RestoreResult {
   double restoreMs = 0;  // from the start of the command to the guest running (or ready, if paused)
   double agentMs = 0;    // the agent's `restored` (RESTART to plugins, fs thaw), after running
   std::string agentNote; // empty when the agent acknowledged `restored` (or was not asked)
+  // Where restoreMs went: checks and writable clone, QEMU start (-incoming defer, QMP
+  // connect), device state load, cont to RESUME.
+  struct Phases {
+    double cloneMs = 0, qemuStartMs = 0, devstateMs = 0, contMs = 0;
+  } phases;
 };
 
 struct SnapshotUsage {

@@ -147,6 +147,14 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
   }
 
   // 2. QEMU on the clone, waiting for device state.
+  RestoreResult::Phases phases;
+  auto lap = [last = Clock::now()]() mutable {
+    auto now = Clock::now();
+    double ms = std::chrono::duration<double, std::milli>(now - last).count();
+    last = now;
+    return ms;
+  };
+  phases.cloneMs = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   VMCKPT_TRY(fs::makeDirs(p.run, 0700));
   {
     // The console log continues; mark where the restored guest picks up.
@@ -156,8 +164,10 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
   }
   auto booted = bootQemu(spec, p, {root_.home(), true, m.machine});
   if (!booted) return ctx(booted.error());
+  phases.qemuStartMs = lap();
   if (auto s = loadDeviceState(booted->qmp(), p); !s) return ctx(s.error());
   (void)fs::removeFile(p.devstate);
+  phases.devstateMs = lap();
 
   // 3. Run (a stream saved from a stopped guest arrives paused).
   if (!opts.paused && m.wasRunning) {
@@ -165,6 +175,7 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
     if (auto r = booted->qmp().execute("cont"); !r) return ctx(r.error());
     if (auto ev = booted->qmp().waitEvent("RESUME", Deadline::in(5s)); !ev) return ctx(ev.error());
   }
+  phases.contMs = lap();
   double restoreMs = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 
   // RESTART for the agent's plugins (and the filesystems frozen in the snapshot thaw).
@@ -196,7 +207,7 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
   }
   auto st = statusLocked(target, spec);
   if (!st) return fail(st.error());
-  return RestoreResult{std::move(*st), m.id, restoreMs, agentMs, agentNote};
+  return RestoreResult{std::move(*st), m.id, restoreMs, agentMs, agentNote, phases};
 }
 
 }  // namespace vmckpt::vmm
