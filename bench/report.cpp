@@ -82,13 +82,15 @@ std::string markdownReport(const Json& res) {
              h.value("cpu", ""), "; ", h.value("qemu", ""), ", kernel ", h.value("kernel", ""), ", accel ",
              h.value("accel", ""), ". Every store on ", h.value("filesystem", ""), ". ", res["config"]["runs"].get<int>(),
              " runs per method: median (min–max).\n\n");
-  table(out, res["sizes"]);
-  out += "\nRatios (QEMU stop+migrate-to-file ÷ vmckpt on Btrfs, medians of the same run):\n\n";
-  for (const auto& s : res["sizes"]) {
-    Json r = ratiosAt(s);
-    out += cat("- ", s["memory_mib"].get<std::uint64_t>(), " MiB guest: pause ",
-               r["pause"].is_null() ? std::string("n/a") : fmt("%.0fx", r["pause"].get<double>()), ", restore ",
-               r["restore"].is_null() ? std::string("n/a") : fmt("%.0fx", r["restore"].get<double>()), "\n");
+  if (!res["sizes"].empty()) {
+    table(out, res["sizes"]);
+    out += "\nRatios (QEMU stop+migrate-to-file ÷ vmckpt on Btrfs, medians of the same run):\n\n";
+    for (const auto& s : res["sizes"]) {
+      Json r = ratiosAt(s);
+      out += cat("- ", s["memory_mib"].get<std::uint64_t>(), " MiB guest: pause ",
+                 r["pause"].is_null() ? std::string("n/a") : fmt("%.0fx", r["pause"].get<double>()), ", restore ",
+                 r["restore"].is_null() ? std::string("n/a") : fmt("%.0fx", r["restore"].get<double>()), "\n");
+    }
   }
   if (res.contains("scaling") && res["scaling"].is_object()) {
     out += "\nScaling check (one large guest, RAM written sparsely):\n\n";

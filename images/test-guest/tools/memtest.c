@@ -9,10 +9,14 @@
  * CLOCK_MONOTONIC schedule. Between ticks it reads command lines from stdin (the serial
  * console):
  *
- *   dirty M    rewrite the first M MiB with the next generation of the pattern
- *   verify     check every word; prints "verify ok" or the first mismatch
- *   checksum   a 64-bit hash of the whole region
- *   help       list the commands
+ *   dirty M      rewrite the first M MiB with the next generation of the pattern
+ *   bandwidth S  a memory-bandwidth loop: rewrite the whole region over and over (the
+ *                next generation of each page, page after page, wrapping around) for
+ *                S seconds; prints the average write rate and the slowest and fastest
+ *                second
+ *   verify       check every word; prints "verify ok" or the first mismatch
+ *   checksum     a 64-bit hash of the whole region
+ *   help         list the commands
  *   corrupt [PAGE [WORD]]   (self-test) flip one bit of one word, so verify must fail
  *
  * A "page" here is always 4096 bytes (512 words), whatever the guest's page size.
@@ -43,6 +47,7 @@
 #define TICK_NS INT64_C(1000000000)
 #define TICK_CHECK_PAGES 256u /* look at the clock every 1 MiB of work */
 #define DEFAULT_PERCENT 60u
+#define MAX_BANDWIDTH_SECONDS 86400u
 
 #define PATTERN_SEED UINT64_C(0x766d636b70742d31) /* "vmckpt-1" */
 #define PATTERN_STEP UINT64_C(0x9e3779b97f4a7c15) /* odd: consecutive words all differ */
@@ -204,6 +209,55 @@ static void cmd_dirty(uint64_t mib)
     out("memtest: dirtied %" PRIu64 " MiB in %lld ms", mib, ms_since(start));
 }
 
+/* A memory-bandwidth loop for measuring what the host's RAM backing costs a guest that
+ * writes memory all the time: rewrites page after page with its next generation, from
+ * page 0 to the end and around again, until `seconds` have passed. Besides the average
+ * it reports the slowest and fastest whole second, which shows stalls (e.g. the host
+ * writing guest RAM back to disk). Resumes next time where it stopped, so repeated runs
+ * cover the region evenly. */
+static void cmd_bandwidth(uint64_t seconds)
+{
+    static size_t next_page;
+    if (next_page >= npages)
+        next_page = 0;
+    int64_t start = mono_ns();
+    int64_t end = start + (int64_t)seconds * TICK_NS;
+    int64_t second_end = start + TICK_NS;
+    uint64_t pages_done = 0, second_pages = 0;
+    uint64_t slowest = UINT64_MAX, fastest = 0; /* pages in one whole second */
+    int64_t now = start;
+    while (now < end) {
+        for (unsigned i = 0; i < TICK_CHECK_PAGES; i++) {
+            gens[next_page]++;
+            fill_page(next_page);
+            if (++next_page == npages)
+                next_page = 0;
+        }
+        pages_done += TICK_CHECK_PAGES;
+        second_pages += TICK_CHECK_PAGES;
+        tick_if_due();
+        now = mono_ns();
+        if (now >= second_end) {
+            /* a second that ran long counts at its own rate */
+            uint64_t per_s = (uint64_t)((double)second_pages * 1e9 / (double)(now - second_end + TICK_NS));
+            if (per_s < slowest)
+                slowest = per_s;
+            if (per_s > fastest)
+                fastest = per_s;
+            second_pages = 0;
+            second_end = now + TICK_NS;
+        }
+    }
+    double secs = (double)(now - start) / 1e9;
+    uint64_t mib = pages_done / PAGES_PER_MIB;
+    if (slowest == UINT64_MAX)
+        slowest = fastest = (uint64_t)((double)pages_done / secs);
+    out("memtest: bandwidth %.0f MiB/s over %" PRIu64 " s (%" PRIu64 " MiB written in %lld ms, "
+        "slowest second %" PRIu64 " MiB/s, fastest %" PRIu64 " MiB/s)",
+        (double)mib / secs, seconds, mib, ms_since(start), slowest / PAGES_PER_MIB,
+        fastest / PAGES_PER_MIB);
+}
+
 static void cmd_verify(void)
 {
     int64_t start = mono_ns();
@@ -300,12 +354,18 @@ static void handle_line(char *line)
             return;
         }
         cmd_dirty(v1);
+    } else if (strcmp(cmd, "bandwidth") == 0) {
+        if (a1 == NULL || a2 != NULL || !parse_u64(a1, &v1) || v1 == 0 || v1 > MAX_BANDWIDTH_SECONDS) {
+            out("memtest: usage: bandwidth SECONDS (1 to %u)", MAX_BANDWIDTH_SECONDS);
+            return;
+        }
+        cmd_bandwidth(v1);
     } else if (strcmp(cmd, "verify") == 0 && a1 == NULL) {
         cmd_verify();
     } else if (strcmp(cmd, "checksum") == 0 && a1 == NULL) {
         cmd_checksum();
     } else if (strcmp(cmd, "help") == 0 && a1 == NULL) {
-        out("memtest: commands: dirty MIB | verify | checksum | help");
+        out("memtest: commands: dirty MIB | bandwidth SECONDS | verify | checksum | help");
     } else if (strcmp(cmd, "corrupt") == 0 && a3 == NULL) {
         v1 = npages / 2;
         v2 = 0;
@@ -427,7 +487,7 @@ static void usage(FILE *to)
     fprintf(to, "usage: vmckpt-memtest [--mib N | --percent P]\n"
                 "  --mib N       use N MiB of memory\n"
                 "  --percent P   use P percent of MemAvailable (default %u)\n"
-                "Commands on stdin: dirty MIB | verify | checksum | help\n",
+                "Commands on stdin: dirty MIB | bandwidth SECONDS | verify | checksum | help\n",
             DEFAULT_PERCENT);
 }
 
