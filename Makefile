@@ -33,9 +33,10 @@ demo: build image
 	bash scripts/demo.sh $(BUILD_DIR)
 
 # vmckpt against QEMU's own snapshot methods, a 16 GiB scaling check and the runtime
-# cost of file-backed RAM (needs root: loop devices). Takes about an hour on 2 cores.
+# cost of file-backed RAM (needs root: loop devices; --runtime-tuned changes vm.dirty_*
+# sysctls for its runs and puts them back). About 30 minutes on 2 cores.
 # Writes bench/results/<UTC date-time>.{json,md,png}.
-BENCH_ARGS ?= --sizes 1G,2G,4G --runs 5 --scaling 16G --out-dir bench/results
+BENCH_ARGS ?= --sizes 1G,2G,4G --runs 5 --scaling 16G --runtime-tuned --out-dir bench/results
 bench: build image
 	$(BUILD_DIR)/bin/vmckpt-bench $(BENCH_ARGS)
 

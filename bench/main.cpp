@@ -89,6 +89,9 @@ const char* kHelp =
     "  --runtime-seconds N   length of one runtime measurement (default 30)\n"
     "  --runtime-runs N      measurements per RAM backing (default 3)\n"
     "  --runtime-only        only the runtime-cost measurement\n"
+    "  --runtime-tuned       also measure file-backed RAM with host writeback tuned for\n"
+    "                        guest RAM (changes vm.dirty_* sysctls for those runs and\n"
+    "                        puts them back; see bench/RUNTIME_COST.md)\n"
     "  --out-dir DIR         where STEM.json/.md/.png go (default bench/results)\n"
     "  --stem NAME           file name stem (default: UTC date and time)\n"
     "  --no-plot             skip the PNG\n"
@@ -126,6 +129,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--runtime-seconds") o.rc.seconds = intArg(a, next(), 1);
     else if (a == "--runtime-runs") o.rc.runs = intArg(a, next(), 1);
     else if (a == "--runtime-only") runtimeOnly = true;
+    else if (a == "--runtime-tuned") o.rc.tunedWriteback = true;
     else if (a == "--out-dir") o.outDir = next();
     else if (a == "--stem") o.stem = next();
     else if (a == "--no-plot") o.plot = false;

@@ -341,6 +341,7 @@ Json measureRuntimeCost(const RuntimeCostOptions& o) {
   const DiskMeter disk(lfs->device());
   Series series[3];
   std::vector<std::string> order;
+  Json windows = Json::array();  // every measured window, in the order it ran
   std::string accel;
   for (int run = 0; run < o.runs; ++run) {
     // ABBA (ABC CBA ...): the order reverses every run, so linear drift cancels.
@@ -364,6 +365,14 @@ Json measureRuntimeCost(const RuntimeCostOptions& o) {
         check(fs::removeFile(p.mem), "remove RAM file");
       }
       series[static_cast<int>(b)].add(s);
+      windows.push_back({{"backing", names[static_cast<int>(b)]},
+                         {"mib_per_s", s.mibPerS},
+                         {"slowest_second_mib_per_s", s.slowestSecond},
+                         {"disk_write_mib_per_s", s.diskMibPerS},
+                         {"qemu_minor_faults_per_s", s.minorFaultsPerS},
+                         {"qemu_user_cpu_percent", s.userCpuPercent},
+                         {"qemu_sys_cpu_percent", s.sysCpuPercent},
+                         {"host_reclaimed_mib_per_s", s.reclaimedMibPerS}});
       // Nothing of this run may spill into the next: flush both the store and the
       // filesystem under the loop image.
       syncFs(lfs->mountPoint());
@@ -382,6 +391,7 @@ Json measureRuntimeCost(const RuntimeCostOptions& o) {
             {"accel", accel},
             {"filesystem", cat(o.fsType, " on a loop device (", loopMode, ")")},
             {"order", order},
+            {"windows", windows},
             {"anonymous", series[0].toJson()},
             {"file_backed", series[1].toJson()}};
   const double a = median(r["anonymous"]["mib_per_s"]);
