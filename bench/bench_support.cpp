@@ -37,6 +37,20 @@ std::string Console::text() const {
   return t ? *t : std::string();
 }
 
+std::string Console::textFrom(size_t from) const {
+  UniqueFd fd(::open(p_.serialLog.c_str(), O_RDONLY | O_CLOEXEC));
+  std::string out;
+  if (!fd) return out;
+  char buf[65536];
+  for (off_t at = static_cast<off_t>(from);;) {
+    ssize_t n = ::pread(fd.get(), buf, sizeof buf, at);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    at += n;
+  }
+  return out;
+}
+
 size_t Console::size() const {
   struct stat st{};
   return ::stat(p_.serialLog.c_str(), &st) == 0 ? static_cast<size_t>(st.st_size) : 0;
@@ -46,10 +60,11 @@ size_t Console::waitForEither(const std::string& want, const std::string& failur
                               std::chrono::seconds timeout) const {
   auto deadline = Clock::now() + timeout;
   for (;;) {
-    std::string c = text();
-    if (auto pos = c.find(want, from); pos != std::string::npos) return pos + want.size();
+    // Only what came after `from`: the log grows by a line a second for the whole run.
+    std::string c = textFrom(from);
+    if (auto pos = c.find(want); pos != std::string::npos) return from + pos + want.size();
     if (!failure.empty()) {
-      if (auto pos = c.find(failure, from); pos != std::string::npos) {
+      if (auto pos = c.find(failure); pos != std::string::npos) {
         auto end = c.find('\n', pos);
         raise(cat("guest reported: ", c.substr(pos, end == std::string::npos ? std::string::npos : end - pos)));
       }

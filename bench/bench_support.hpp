@@ -43,6 +43,7 @@ class Console {
  public:
   explicit Console(vmm::VmPaths p) : p_(std::move(p)) {}
   std::string text() const;
+  std::string textFrom(size_t from) const;  // the log from byte offset `from` on
   size_t size() const;
   // Waits for `text` after byte offset `from`; returns the offset just past it.
   size_t waitFor(const std::string& text, size_t from, std::chrono::seconds timeout) const;

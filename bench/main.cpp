@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <ctime>
 #include <iostream>
 #include <thread>
 
@@ -220,13 +219,11 @@ bool allOk(const Json& size) {
   return true;
 }
 
+// "2026-11-21T230453Z": the run's UTC start, without the colons (file names).
 std::string defaultStem() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H%M%SZ", &tm);
-  return buf;
+  std::string t = vmm::nowIso();
+  std::erase(t, ':');
+  return t;
 }
 
 int rewriteReport(const std::string& json) {
@@ -286,8 +283,6 @@ int main(int argc, char** argv) {
     ok = ok && allOk(res["scaling"]);
   }
   if (o.runtime) {
-    std::fprintf(stderr, "== runtime cost: %llu MiB guest writing its RAM, %d x %d s per backing\n",
-                 static_cast<unsigned long long>(o.rc.memoryBytes >> 20), o.rc.runs, o.rc.seconds);
     try {
       res["runtime_cost"] = measureRuntimeCost(o.rc);
       res["runtime_cost"]["ok"] = true;

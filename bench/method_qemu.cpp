@@ -246,7 +246,8 @@ Saved snapshotSave(BaselineHost& h, qmp::Client& c, const std::string& tag, std:
   syncFs(h.home());
   s.totalMs = msSince(t0);
   s.writtenBytes = meter.bytesWritten() - before;
-  grewBytes = allocatedBytes(disk) - std::min(allocatedBytes(disk), sizeBefore);
+  std::uint64_t sizeAfter = allocatedBytes(disk);
+  grewBytes = sizeAfter > sizeBefore ? sizeAfter - sizeBefore : 0;
   return s;
 }
 
