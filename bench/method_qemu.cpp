@@ -223,8 +223,7 @@ double restoreFromFile(BaselineHost& h, const std::string& machine, const std::s
   check(c.execute("getfd", {{"fdname", "bench"}}, Deadline::in(5s), std::span<const int>(&fd, 1)), "getfd");
   check(c.execute("migrate-incoming", {{"uri", "fd:bench"}}), "migrate-incoming");
   waitMigration(c, "incoming migration");
-  check(c.execute("cont"), "cont");
-  check(c.waitEvent("RESUME", Deadline::in(10s)), "RESUME event");
+  check(c.executeUntilEvent("cont", Json::object(), "RESUME", Deadline::in(10s)), "cont");  // as vmckpt restore
   double ms = msSince(t0);
   con.waitFor("counter ", at, 120s);
   con.verifyMemory(1800s);
@@ -265,8 +264,7 @@ double snapshotLoad(BaselineHost& h, const std::string& machine, const std::stri
   auto& c = r.qmp();
   runJob(c, "snapshot-load",
          {{"job-id", "load"}, {"tag", tag}, {"vmstate", kDiskNode}, {"devices", Json::array({kDiskNode})}}, "load");
-  check(c.execute("cont"), "cont");
-  check(c.waitEvent("RESUME", Deadline::in(10s)), "RESUME event");
+  check(c.executeUntilEvent("cont", Json::object(), "RESUME", Deadline::in(10s)), "cont");  // as vmckpt restore
   double ms = msSince(t0);
   con.waitFor("counter ", at, 120s);
   con.verifyMemory(1800s);

@@ -1,5 +1,6 @@
 #include "common/fs.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/magic.h>
@@ -164,7 +165,7 @@ Status removeFile(const std::string& path) {
   return {};
 }
 
-Status copyFile(const std::string& src, const std::string& dst, CopyMethod method, mode_t mode) {
+Status copyFile(const std::string& src, const std::string& dst, CopyMethod method, mode_t mode, Sync sync) {
   UniqueFd in(::open(src.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in) {
     int err = errno;
@@ -213,11 +214,31 @@ Status copyFile(const std::string& src, const std::string& dst, CopyMethod metho
       pos = hole;
     }
   }
-  if (::fsync(out.get()) != 0) return failErrno(cat("fsync ", tmp), errno);
+  if (sync == Sync::now && ::fsync(out.get()) != 0) return failErrno(cat("fsync ", tmp), errno);
   out.reset();
   if (::rename(tmp.c_str(), dst.c_str()) != 0) return failErrno(cat("rename ", tmp, " -> ", dst), errno);
   ok = true;
-  return fsyncDir(parentDir(dst));
+  return sync == Sync::now ? fsyncDir(parentDir(dst)) : Status{};
+}
+
+Status syncFilesIn(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return failErrno(cat("opendir ", dir), errno);
+  std::vector<std::string> files;
+  while (dirent* e = ::readdir(d))
+    if (e->d_type == DT_REG || e->d_type == DT_UNKNOWN) files.push_back(dir + "/" + e->d_name);
+  ::closedir(d);
+  for (const auto& f : files) {
+    UniqueFd fd(::open(f.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!fd) {
+      if (errno == ELOOP || errno == EISDIR) continue;  // not a regular file after all
+      return failErrno(cat("open ", f), errno);
+    }
+    struct stat st{};
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (::fsync(fd.get()) != 0) return failErrno(cat("fsync ", f), errno);
+  }
+  return fsyncDir(dir);
 }
 
 std::string absolute(const std::string& path) {

@@ -32,9 +32,17 @@ enum class CopyMethod {
   copyOnly,       // always a sparse copy, even where FICLONE would work
 };
 
+// When a copy is made durable: at once, or later by the caller (syncFilesIn) so that the
+// fsyncs run outside a critical section (the guest's pause).
+enum class Sync { now, later };
+
 // Copies a file by `method`; the sparse copy uses SEEK_DATA/SEEK_HOLE + copy_file_range.
-// Writes dst via a temp name, fsyncs it and renames it into place.
-Status copyFile(const std::string& src, const std::string& dst, CopyMethod method, mode_t mode = 0600);
+// Writes dst via a temp name, fsyncs it (Sync::now) and renames it into place.
+Status copyFile(const std::string& src, const std::string& dst, CopyMethod method, mode_t mode = 0600,
+                Sync sync = Sync::now);
+
+// fsyncs every regular file directly inside `dir`, then `dir` itself.
+Status syncFilesIn(const std::string& dir);
 
 inline Status cloneOrCopyFile(const std::string& src, const std::string& dst, mode_t mode = 0600) {
   return copyFile(src, dst, CopyMethod::reflinkOrCopy, mode);

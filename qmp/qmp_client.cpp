@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include "common/log.hpp"
@@ -156,46 +157,81 @@ void Client::queueEvent(const Json& msg) {
   events_.push_back(std::move(ev));
 }
 
-Result<Json> Client::execute(std::string_view command, const Json& arguments, Deadline deadline,
-                             std::span<const int> fds) {
+Result<std::string> Client::send(std::string_view command, const Json& arguments, Deadline deadline,
+                                 std::span<const int> fds) {
   std::string id = idString(nextId_++);
   Json req = {{"execute", command}, {"id", id}};
   if (!arguments.is_null() && !(arguments.is_object() && arguments.empty())) req["arguments"] = arguments;
   std::string wire = req.dump() + "\n";
   log::trace("qmp -> ", wire.substr(0, 500));
   if (auto s = sendAll(wire, fds, deadline); !s) return fail(s.error().context(cat("qmp ", command)));
+  return id;
+}
 
+// nullopt: not the reply to `id` (queued event, stale reply, other message); otherwise
+// the reply's "return" or its error.
+std::optional<Result<Json>> Client::classify(const Json& msg, const std::string& id, std::string_view command) {
+  if (auto ev = msg.find("event"); ev != msg.end() && ev->is_string()) {
+    queueEvent(msg);
+    return std::nullopt;
+  }
+  if (!msg.contains("return") && !msg.contains("error")) {
+    log::debug("qmp: ignoring message that is neither reply nor event");
+    return std::nullopt;
+  }
+  // QEMU omits the id only when it could not parse our request at all; that can only
+  // be the command now in flight (stale replies carry their own ids).
+  if (auto rid = msg.find("id"); rid != msg.end()) {
+    if (!rid->is_string() || rid->get<std::string>() != id) {
+      log::debug("qmp: dropping reply with unknown id ", rid->dump());
+      return std::nullopt;
+    }
+  }
+  if (auto err = msg.find("error"); err != msg.end()) {
+    std::string cls = "GenericError", desc = "unknown error";
+    if (err->is_object()) {
+      if (auto c = err->find("class"); c != err->end() && c->is_string()) cls = c->get<std::string>();
+      if (auto d = err->find("desc"); d != err->end() && d->is_string()) desc = d->get<std::string>();
+    }
+    Error e(Errc::qmp, cat("qmp ", command, ": ", desc));
+    e.withQmpClass(cls);
+    return Result<Json>(fail(std::move(e)));
+  }
+  return Result<Json>(msg["return"]);
+}
+
+Result<Json> Client::execute(std::string_view command, const Json& arguments, Deadline deadline,
+                             std::span<const int> fds) {
+  auto id = send(command, arguments, deadline, fds);
+  if (!id) return fail(id.error());
   for (;;) {
     auto msg = readMessage(deadline);
     if (!msg) return fail(msg.error().context(cat("qmp ", command)));
-    if (auto ev = msg->find("event"); ev != msg->end() && ev->is_string()) {
-      queueEvent(*msg);
-      continue;
-    }
-    bool isReply = msg->contains("return") || msg->contains("error");
-    if (!isReply) {
-      log::debug("qmp: ignoring message that is neither reply nor event");
-      continue;
-    }
-    // QEMU omits the id only when it could not parse our request at all; that can only
-    // be the command now in flight (stale replies carry their own ids).
-    if (auto rid = msg->find("id"); rid != msg->end()) {
-      if (!rid->is_string() || rid->get<std::string>() != id) {
-        log::debug("qmp: dropping reply with unknown id ", rid->dump());
-        continue;
+    if (auto reply = classify(*msg, *id, command)) return std::move(*reply);
+  }
+}
+
+Result<Event> Client::executeUntilEvent(std::string_view command, const Json& arguments, std::string_view event,
+                                        Deadline deadline) {
+  size_t queued = events_.size();  // events from before the command cannot be its effect
+  auto id = send(command, arguments, deadline);
+  if (!id) return fail(id.error());
+  for (;;) {
+    for (auto it = events_.begin() + static_cast<std::ptrdiff_t>(std::min(queued, events_.size())); it != events_.end();
+         ++it) {
+      if (it->name == event) {
+        Event e = std::move(*it);
+        events_.erase(it);
+        return e;
       }
     }
-    if (auto err = msg->find("error"); err != msg->end()) {
-      std::string cls = "GenericError", desc = "unknown error";
-      if (err->is_object()) {
-        if (auto c = err->find("class"); c != err->end() && c->is_string()) cls = c->get<std::string>();
-        if (auto d = err->find("desc"); d != err->end() && d->is_string()) desc = d->get<std::string>();
-      }
-      Error e(Errc::qmp, cat("qmp ", command, ": ", desc));
-      e.withQmpClass(cls);
-      return fail(std::move(e));
+    auto msg = readMessage(deadline);
+    if (!msg) {
+      if (msg.error().code() == Errc::timeout)
+        return fail(Errc::timeout, cat("qmp ", command, ": event ", event, " did not arrive before the deadline"));
+      return fail(msg.error().context(cat("qmp ", command)));
     }
-    return (*msg)["return"];
+    if (auto reply = classify(*msg, *id, command); reply && !*reply) return fail(reply->error());
   }
 }
 

@@ -7,6 +7,7 @@
 #include <deque>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -55,6 +56,11 @@ class Client {
   Result<Json> execute(std::string_view command, const Json& arguments = Json::object(),
                        Deadline deadline = Deadline::in(kDefaultCommandTimeout),
                        std::span<const int> fds = {});
+  // Runs a command and returns the first `event` that arrives after it, without waiting
+  // for the command's reply: QEMU may answer `cont` many milliseconds after the RESUME
+  // event it sent when its vCPU thread keeps the main loop busy. An error reply fails.
+  Result<Event> executeUntilEvent(std::string_view command, const Json& arguments, std::string_view event,
+                                  Deadline deadline);
 
   // Returns the oldest queued event with that name (removing it), or waits for one.
   Result<Event> waitEvent(std::string_view name, Deadline deadline);
@@ -69,6 +75,9 @@ class Client {
   explicit Client(UniqueFd fd) : fd_(std::move(fd)) {}
   // Reads one complete message; Errc::timeout at the deadline.
   Result<Json> readMessage(Deadline deadline);
+  Result<std::string> send(std::string_view command, const Json& arguments, Deadline deadline,
+                           std::span<const int> fds = {});
+  std::optional<Result<Json>> classify(const Json& msg, const std::string& id, std::string_view command);
   Status sendAll(const std::string& data, std::span<const int> fds, Deadline deadline);
   void queueEvent(const Json& msg);
   Status fillNonBlocking();

@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <thread>
 
@@ -381,4 +382,68 @@ TEST(QmpClient, ConnectToMissingSocketTimesOut) {
   auto c = qmp::Client::connect("/nonexistent/vmckpt/qmp.sock", Deadline::in(100ms));
   ASSERT_FALSE(c);
   EXPECT_EQ(c.error().code(), Errc::timeout);
+}
+
+TEST(QmpClient, ExecuteUntilEventReturnsAtTheEventBeforeTheReply) {
+  FakeServer srv;
+  std::atomic<bool> replySent{false};
+  srv.run([&](FakeServer& s) {
+    s.handshake();
+    s.sendLine(event("RESUME", Json::object(), 1, 1).dump());  // before the command: not its effect
+    Json req = s.readRequest();
+    EXPECT_EQ(req["execute"], "cont");
+    s.sendLine(event("RESUME", Json::object(), 2, 2).dump());
+    std::this_thread::sleep_for(200ms);  // QEMU answering late
+    replySent = true;
+    s.sendLine(Json({{"return", Json::object()}, {"id", req["id"]}}).dump());
+    Json next = s.readRequest();
+    s.sendLine(Json({{"return", {{"status", "running"}}}, {"id", next["id"]}}).dump());
+  });
+  auto c = qmp::Client::handshake(srv.takeClientEnd(), Deadline::in(2s));
+  ASSERT_TRUE(c);
+  std::this_thread::sleep_for(50ms);
+  (void)c->takeEvents();  // the caller's usual reset; the early RESUME may or may not be in it
+  auto ev = c->executeUntilEvent("cont", Json::object(), "RESUME", Deadline::in(2s));
+  ASSERT_TRUE(ev) << ev.error().message();
+  EXPECT_EQ(ev->timestampUs, 2LL * 1000000 + 2);
+  EXPECT_FALSE(replySent.load());
+  // The late reply to `cont` is dropped as stale by the next command.
+  auto st = c->execute("query-status");
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_EQ((*st)["status"], "running");
+  srv.join();
+}
+
+TEST(QmpClient, ExecuteUntilEventFailsOnAnErrorReply) {
+  FakeServer srv;
+  srv.run([](FakeServer& s) {
+    s.handshake();
+    Json req = s.readRequest();
+    s.sendLine(Json({{"error", {{"class", "GenericError"}, {"desc", "Migration is not finalized yet"}}}, {"id", req["id"]}})
+                   .dump());
+  });
+  auto c = qmp::Client::handshake(srv.takeClientEnd(), Deadline::in(2s));
+  ASSERT_TRUE(c);
+  auto ev = c->executeUntilEvent("cont", Json::object(), "RESUME", Deadline::in(2s));
+  ASSERT_FALSE(ev);
+  EXPECT_EQ(ev.error().code(), Errc::qmp);
+  EXPECT_NE(ev.error().message().find("not finalized"), std::string::npos) << ev.error().message();
+  srv.join();
+}
+
+TEST(QmpClient, ExecuteUntilEventHitsTheDeadline) {
+  FakeServer srv;
+  srv.run([](FakeServer& s) {
+    s.handshake();
+    Json req = s.readRequest();
+    s.sendLine(Json({{"return", Json::object()}, {"id", req["id"]}}).dump());  // but no event
+    std::this_thread::sleep_for(400ms);
+  });
+  auto c = qmp::Client::handshake(srv.takeClientEnd(), Deadline::in(2s));
+  ASSERT_TRUE(c);
+  auto ev = c->executeUntilEvent("cont", Json::object(), "RESUME", Deadline::in(150ms));
+  ASSERT_FALSE(ev);
+  EXPECT_EQ(ev.error().code(), Errc::timeout);
+  EXPECT_NE(ev.error().message().find("RESUME"), std::string::npos) << ev.error().message();
+  srv.join();
 }

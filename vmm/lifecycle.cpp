@@ -259,8 +259,7 @@ Result<Transition> VmManager::transition(const std::string& name, bool toPaused)
   auto t0 = std::chrono::steady_clock::now();
   const char* cmd = toPaused ? "stop" : "cont";
   const char* event = toPaused ? "STOP" : "RESUME";
-  if (auto r = client->execute(cmd); !r) return fail(r.error().context(cat(verb, " ", name)));
-  auto ev = client->waitEvent(event, Deadline::in(kEventTimeout));
+  auto ev = client->executeUntilEvent(cmd, Json::object(), event, Deadline::in(kEventTimeout));
   if (!ev) return fail(ev.error().context(cat(verb, " ", name)));
   Transition t;
   t.event = ev->name;

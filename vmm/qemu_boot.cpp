@@ -94,7 +94,11 @@ Result<BootedQemu> bootQemu(const VmSpec& spec, const VmPaths& p, const BootRequ
   for (const auto& sock : {p.qmpSocket, p.agentSocket, p.console})
     if (fs::exists(sock)) ::chmod(sock.c_str(), 0600);
   BootedQemu booted(*pid, std::move(*client), *choice, {}, p);
-  auto machine = resolveMachine(booted.qmp(), req.machine.empty() ? spec.machine : req.machine);
+  if (!req.machine.empty()) {  // a recorded machine is already a concrete type, not an alias
+    booted.machine_ = req.machine;
+    return booted;
+  }
+  auto machine = resolveMachine(booted.qmp(), spec.machine);
   if (!machine) return fail(machine.error());
   booted.machine_ = *machine;
   return booted;

@@ -74,7 +74,9 @@ std::vector<std::string> buildQemuCommand(const VmSpec& spec, const VmPaths& pat
   }
   add({"-pidfile", paths.pidFile});
   if (launch.daemonize) add({"-daemonize"});
-  if (launch.incoming) add({"-incoming", "defer"});
+  // -S too: a stream saved from a running guest would otherwise start it as soon as it is
+  // loaded; restore decides (and `restore --paused` keeps it stopped).
+  if (launch.incoming) add({"-S", "-incoming", "defer"});
   a.insert(a.end(), spec.extraArgs.begin(), spec.extraArgs.end());
   return a;
 }

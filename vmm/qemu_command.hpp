@@ -13,7 +13,7 @@ struct QemuLaunch {
   std::string binary;           // resolved qemu-system-x86_64
   Accel accel = Accel::tcg;     // effective: kvm or tcg, never automatic
   bool daemonize = true;
-  bool incoming = false;  // -incoming defer: QEMU waits for device state (restore)
+  bool incoming = false;  // -S -incoming defer: QEMU waits, stopped, for device state (restore)
   std::string machine;    // exact machine type; empty: the spec's
   // QEMU's default anonymous RAM instead of the shared file in the store. Only for
   // comparisons (bench/): without the shared file there is no fast-path snapshot.

@@ -89,3 +89,12 @@ TEST(QemuCommand, DisksNetAndExtras) {
   EXPECT_FALSE(has(argv, "virtio-serial-pci,id=vser0"));
   EXPECT_EQ(argv.back(), "virtio-rng-pci");
 }
+
+TEST(QemuCommand, RestoreWaitsStoppedForTheDeviceState) {
+  auto argv = buildQemuCommand(spec(), VmPaths("/store/vms/vm1"), {"qemu", Accel::tcg, true, true});
+  EXPECT_EQ(valueOf(argv, "-incoming"), "defer");
+  EXPECT_TRUE(has(argv, "-S"));  // a stream saved from a running guest must not start by itself
+  auto boot = buildQemuCommand(spec(), VmPaths("/store/vms/vm1"), {"qemu", Accel::tcg, true, false});
+  EXPECT_FALSE(has(boot, "-S"));
+  EXPECT_FALSE(has(boot, "-incoming"));
+}

@@ -172,8 +172,8 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
   // 3. Run (a stream saved from a stopped guest arrives paused).
   if (!opts.paused && m.wasRunning) {
     (void)booted->qmp().takeEvents();
-    if (auto r = booted->qmp().execute("cont"); !r) return ctx(r.error());
-    if (auto ev = booted->qmp().waitEvent("RESUME", Deadline::in(5s)); !ev) return ctx(ev.error());
+    if (auto ev = booted->qmp().executeUntilEvent("cont", Json::object(), "RESUME", Deadline::in(5s)); !ev)
+      return ctx(ev.error());
   }
   phases.contMs = lap();
   double restoreMs = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();

@@ -81,7 +81,9 @@ std::vector<std::string> dataFiles(const store::SnapshotEntry& s) {
   return files;
 }
 
-// Runs `migrate` to the device-state fd and waits until QEMU has finished with it.
+// Runs `migrate` to the device-state fd and waits until QEMU has written it. x-ignore-shared
+// leaves out the RAM (it is in the store), so the migration completes at once, and it stops
+// a running guest itself, just before it saves the devices: the pause starts there.
 Status migrateDeviceState(qmp::Client& c) {
   auto r = c.execute("migrate", {{"uri", cat("fd:", kDevstateFdName)}});
   if (!r) return fail(r.error());
@@ -99,13 +101,32 @@ Status migrateDeviceState(qmp::Client& c) {
     if (auto q = c.execute("query-migrate"); q && q->is_object()) why = q->value("error-desc", status);
     return fail(Errc::processFailed, cat("device state migration ", status, ": ", why));
   }
-  // `cont` right after "completed" can fail with "Migration is not finalized yet".
+  return {};
+}
+
+// `cont` right after "completed" can fail with "Migration is not finalized yet" until
+// QEMU's main loop has moved to postmigrate: retried for that reason only. `untilResume`
+// returns at the RESUME event; otherwise at the reply (the failure path, where the
+// guest may already run again).
+bool notFinalized(const Error& e) {
+  return e.code() == Errc::qmp && e.message().find("not finalized") != std::string::npos;
+}
+
+Result<qmp::Event> resumeAfterMigration(qmp::Client& c) {
   auto deadline = Deadline::in(kEventTimeout);
   for (;;) {
-    auto st = c.execute("query-status");
-    if (!st) return fail(st.error());
-    if (st->value("status", "") == "postmigrate") return {};
-    if (deadline.expired()) return fail(Errc::timeout, "QEMU did not reach postmigrate after the device state");
+    auto ev = c.executeUntilEvent("cont", Json::object(), "RESUME", deadline);
+    if (ev || !notFinalized(ev.error()) || deadline.expired()) return ev;
+    std::this_thread::sleep_for(1ms);
+  }
+}
+
+Status contAfterFailure(qmp::Client& c) {
+  auto deadline = Deadline::in(kEventTimeout);
+  for (;;) {
+    auto r = c.execute("cont", Json::object(), deadline);
+    if (r) return {};
+    if (!notFinalized(r.error()) || deadline.expired()) return fail(r.error());
     std::this_thread::sleep_for(1ms);
   }
 }
@@ -163,10 +184,8 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   VMCKPT_TRY(fs::makeDirs(p.snapshots, 0700));
   const std::string tmp = cat(p.snapshots, "/.tmp-", m.id);
   VMCKPT_TRY(fs::makeDirs(tmp, 0700));
-  ScopeExit dropPartial([&] {
-    (void)store::removeStoreTree(tmp);
-    (void)fs::removeFile(p.devstate);
-  });
+  ScopeExit dropPartial([&] { (void)store::removeStoreTree(tmp); });
+  (void)fs::removeFile(p.devstate);  // left by a restore that did not finish: not for the capture
 
   // The guest agent: required, or used when it answers quickly, or not asked.
   std::optional<agent::Client> agentClient;
@@ -239,8 +258,11 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   }
   m.timings.flushMs = msSince(tFlush);
 
-  UniqueFd dev(::open(p.devstate.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!dev) return ctx(Error::fromErrno(cat("open ", p.devstate), errno));
+  // The device state goes next to the capture, not into live/: the capture would have to
+  // write it back within the pause. It joins the capture once the guest runs again.
+  const std::string devstate = tmp + "/devstate";
+  UniqueFd dev(::open(devstate.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!dev) return ctx(Error::fromErrno(cat("open ", devstate), errno));
   int devFd = dev.get();
   if (auto r = c.execute("getfd", {{"fdname", kDevstateFdName}}, Deadline::in(5s), std::span<const int>(&devFd, 1)); !r)
     return ctx(r.error());
@@ -251,21 +273,19 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   bool resumed = !m.wasRunning;
   ScopeExit resumeOnFailure([&] {
     if (resumed) return;
-    auto r = c.execute("cont", Json::object(), Deadline::in(5s));
+    auto r = contAfterFailure(c);
     if (!r) {  // the connection may be what failed: try a fresh one
-      if (auto c2 = connectQmp(p, Deadline::in(5s))) r = c2->execute("cont", Json::object(), Deadline::in(5s));
+      if (auto c2 = connectQmp(p, Deadline::in(5s))) r = contAfterFailure(*c2);
     }
     if (!r) log::error("could not resume VM ", name, " after a failed snapshot: ", r.error().message());
   });
+  auto tDev = Clock::now();
+  if (auto s = migrateDeviceState(c); !s) return ctx(s.error());
   if (m.wasRunning) {
-    if (auto r = c.execute("stop"); !r) return ctx(r.error().context("pause"));
-    auto ev = c.waitEvent("STOP", Deadline::in(kEventTimeout));
+    auto ev = c.waitEvent("STOP", Deadline::in(kEventTimeout));  // sent during the migration
     if (!ev) return ctx(ev.error().context("pause"));
     stopUs = ev->timestampUs;
   }
-  auto tDev = Clock::now();
-  if (auto s = migrateDeviceState(c); !s) return ctx(s.error());
-  if (::fsync(dev.get()) != 0) return ctx(Error::fromErrno(cat("fsync ", p.devstate), errno));
   dev.reset();
   m.timings.devstateMs = msSince(tDev);
 
@@ -274,10 +294,9 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   m.timings.captureMs = msSince(tCap);
 
   if (m.wasRunning) {
-    if (auto r = c.execute("cont"); !r) return ctx(r.error().context("resume"));
-    resumed = true;
-    auto ev = c.waitEvent("RESUME", Deadline::in(kEventTimeout));
+    auto ev = resumeAfterMigration(c);
     if (!ev) return ctx(ev.error().context("resume"));
+    resumed = true;
     m.timings.pauseMs = static_cast<double>(ev->timestampUs - stopUs) / 1000.0;
   }
   // --- the guest runs again ---
@@ -289,8 +308,11 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
     }
   }
   agentClient.reset();
-  (void)fs::removeFile(p.devstate);
   holdSignals.reset();  // a signal that arrived meanwhile is delivered now
+  if (auto s = fs::copyFile(devstate, tmp + "/data/devstate", fs::CopyMethod::reflinkOrCopy, 0400, fs::Sync::later); !s)
+    return ctx(s.error().context("device state into the snapshot"));
+  (void)fs::removeFile(devstate);
+  if (auto s = backend->seal(tmp + "/data"); !s) return ctx(s.error().context("seal the snapshot"));
 
   auto files = describeFiles(tmp + "/data");
   if (!files) return ctx(files.error());

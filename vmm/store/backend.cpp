@@ -42,10 +42,17 @@ class BtrfsBackend final : public Backend {
     return {};
   }
   Status capture(const std::string& live, const std::string& dest) const override {
-    // One ioctl: RAM file, disks and device state together. Btrfs writes back the
-    // source's dirty pages first, which is why the caller pre-flushes while running.
-    auto e = btrfs_util_create_snapshot(live.c_str(), dest.c_str(), BTRFS_UTIL_CREATE_SNAPSHOT_READ_ONLY, nullptr, nullptr);
+    // One ioctl: RAM file and disks together. Btrfs writes back the source's dirty pages
+    // first, which is why the caller pre-flushes while running. Creating a snapshot
+    // commits a transaction: the capture is durable when the ioctl returns.
+    auto e = btrfs_util_create_snapshot(live.c_str(), dest.c_str(), 0, nullptr, nullptr);
     if (e != BTRFS_UTIL_OK) return fail(btrfsError("snapshot subvolume", live, e));
+    return {};
+  }
+  Status seal(const std::string& captured) const override {
+    VMCKPT_TRY(fs::syncFilesIn(captured));  // what was added after the capture
+    auto e = btrfs_util_set_subvolume_read_only(captured.c_str(), true);
+    if (e != BTRFS_UTIL_OK) return fail(btrfsError("make read-only", captured, e));
     return {};
   }
   Status cloneWritable(const std::string& captured, const std::string& dest) const override {
@@ -62,19 +69,20 @@ class FileBackend final : public Backend {
   StoreMode mode() const override { return mode_; }
   Status createLiveDir(const std::string& path) const override { return fs::makeDirs(path, 0700); }
   Status capture(const std::string& live, const std::string& dest) const override {
-    return copyAll(live, dest, 0400);  // read-only, like a btrfs read-only snapshot
+    return copyAll(live, dest, 0400, fs::Sync::later);  // read-only, like a btrfs read-only snapshot
   }
+  Status seal(const std::string& captured) const override { return fs::syncFilesIn(captured); }
   Status cloneWritable(const std::string& captured, const std::string& dest) const override {
-    return copyAll(captured, dest, 0600);
+    return copyAll(captured, dest, 0600, fs::Sync::now);
   }
 
  private:
-  Status copyAll(const std::string& from, const std::string& to, mode_t fileMode) const {
+  Status copyAll(const std::string& from, const std::string& to, mode_t fileMode, fs::Sync sync) const {
     auto files = regularFiles(from);
     if (!files) return fail(files.error());
     if (::mkdir(to.c_str(), 0700) != 0) return failErrno(cat("mkdir ", to), errno);
     auto method = mode_ == StoreMode::reflink ? fs::CopyMethod::reflinkOnly : fs::CopyMethod::copyOnly;
-    for (const auto& f : *files) VMCKPT_TRY(fs::copyFile(from + "/" + f, to + "/" + f, method, fileMode));
+    for (const auto& f : *files) VMCKPT_TRY(fs::copyFile(from + "/" + f, to + "/" + f, method, fileMode, sync));
     return {};
   }
   StoreMode mode_;

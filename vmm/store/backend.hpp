@@ -17,9 +17,12 @@ class Backend {
   virtual StoreMode mode() const = 0;
   // Creates an empty live directory at `path` (a subvolume on btrfs).
   virtual Status createLiveDir(const std::string& path) const = 0;
-  // Captures `live` into `dest` (which must not exist), read-only. The caller has
-  // paused the guest, so the files do not change meanwhile.
+  // Captures `live` into `dest` (which must not exist). The caller has paused the guest,
+  // so the files do not change meanwhile. The capture is not final: the caller may add
+  // files (the device state) before seal() makes it read-only and durable, both after
+  // the guest runs again, so that no fsync happens within the pause.
   virtual Status capture(const std::string& live, const std::string& dest) const = 0;
+  virtual Status seal(const std::string& captured) const = 0;
   // Makes a writable copy of a capture at `dest` (which must not exist).
   virtual Status cloneWritable(const std::string& captured, const std::string& dest) const = 0;
 };
