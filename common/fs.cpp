@@ -221,6 +221,13 @@ Status copyFile(const std::string& src, const std::string& dst, CopyMethod metho
   return sync == Sync::now ? fsyncDir(parentDir(dst)) : Status{};
 }
 
+Status syncFilesystem(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return failErrno(cat("open ", path), errno);
+  if (::syncfs(fd.get()) != 0) return failErrno(cat("syncfs ", path), errno);
+  return {};
+}
+
 Status syncFilesIn(const std::string& dir) {
   DIR* d = ::opendir(dir.c_str());
   if (!d) return failErrno(cat("opendir ", dir), errno);

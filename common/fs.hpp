@@ -41,6 +41,9 @@ enum class Sync { now, later };
 Status copyFile(const std::string& src, const std::string& dst, CopyMethod method, mode_t mode = 0600,
                 Sync sync = Sync::now);
 
+// syncfs(2) of the filesystem holding `path`.
+Status syncFilesystem(const std::string& path);
+
 // fsyncs every regular file directly inside `dir`, then `dir` itself.
 Status syncFilesIn(const std::string& dir);
 

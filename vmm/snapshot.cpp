@@ -256,6 +256,7 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
     if (!mem) return ctx(Error::fromErrno(cat("open ", p.mem), errno));
     if (::fdatasync(mem.get()) != 0) return ctx(Error::fromErrno(cat("fdatasync ", p.mem), errno));
   }
+  if (auto s = backend->settle(p.live); !s) return ctx(s.error().context("pre-flush"));
   m.timings.flushMs = msSince(tFlush);
 
   // The device state goes next to the capture, not into live/: the capture would have to

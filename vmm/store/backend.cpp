@@ -41,6 +41,10 @@ class BtrfsBackend final : public Backend {
     if (::chmod(path.c_str(), 0700) != 0) return failErrno(cat("chmod ", path), errno);
     return {};
   }
+  Status settle(const std::string& live) const override {
+    if (auto e = btrfs_util_sync(live.c_str()); e != BTRFS_UTIL_OK) return fail(btrfsError("sync", live, e));
+    return {};
+  }
   Status capture(const std::string& live, const std::string& dest) const override {
     // One ioctl: RAM file and disks together. Btrfs writes back the source's dirty pages
     // first, which is why the caller pre-flushes while running. Creating a snapshot
@@ -68,6 +72,10 @@ class FileBackend final : public Backend {
   explicit FileBackend(StoreMode m) : mode_(m) {}
   StoreMode mode() const override { return mode_; }
   Status createLiveDir(const std::string& path) const override { return fs::makeDirs(path, 0700); }
+  Status settle(const std::string& live) const override {
+    if (mode_ == StoreMode::copy) return {};  // the copy reads; nothing to write back first
+    return fs::syncFilesystem(live);  // XFS: FICLONE would otherwise force the log
+  }
   Status capture(const std::string& live, const std::string& dest) const override {
     return copyAll(live, dest, 0400, fs::Sync::later);  // read-only, like a btrfs read-only snapshot
   }

@@ -17,6 +17,11 @@ class Backend {
   virtual StoreMode mode() const = 0;
   // Creates an empty live directory at `path` (a subvolume on btrfs).
   virtual Status createLiveDir(const std::string& path) const = 0;
+  // Commits what the filesystem still holds dirty for `live`, while the guest runs (after
+  // the caller's pre-flush of the RAM file), so that the capture within the pause has
+  // little left to write. Measured on Btrfs: a snapshot that commits the pre-flush's
+  // extent metadata took 5-10 ms, after a commit here 1-3 ms.
+  virtual Status settle(const std::string& live) const = 0;
   // Captures `live` into `dest` (which must not exist). The caller has paused the guest,
   // so the files do not change meanwhile. The capture is not final: the caller may add
   // files (the device state) before seal() makes it read-only and durable, both after
