@@ -60,7 +60,9 @@ qmp::Event waitMigration(qmp::Client& c, const std::string& what) {
 
 // Runs a QMP job (snapshot-save / snapshot-load) to its end; raises with the job's error.
 void runJob(qmp::Client& c, const std::string& command, const Json& args, const std::string& id) {
-  check(c.execute(command, args), command);
+  // QEMU 7.2 answers snapshot-load only after it has read the whole state (5-10 s at 4 GiB
+  // here; the 10 s default deadline failed the 4 GiB row of the 2026-11-22T022119Z run).
+  check(c.execute(command, args, Deadline::in(1800s)), command);
   check(c.waitEvent(
             [&](const qmp::Event& e) {
               return e.name == "JOB_STATUS_CHANGE" && e.data.value("id", "") == id &&
