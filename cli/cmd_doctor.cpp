@@ -15,7 +15,10 @@ void addDoctor(CLI::App& app, Context& ctx) {
     ctx.action = [&ctx, reprobe]() -> Status {
       auto mgr = ctx.manager();
       if (!mgr) return fail(mgr.error());
-      vmm::HostReport r = vmm::inspectHost(mgr->root().home(), *reprobe);
+      std::uint64_t guestRam = 0;
+      if (auto vms = mgr->list())
+        for (const auto& v : *vms) guestRam += v.spec.memoryBytes;
+      vmm::HostReport r = vmm::inspectHost(mgr->root().home(), *reprobe, guestRam);
       Json checks = Json::array();
       std::string human;
       for (const auto& c : r.checks) {

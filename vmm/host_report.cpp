@@ -15,6 +15,7 @@
 #include "common/unique_fd.hpp"
 #include "vmm/qemu_process.hpp"
 #include "vmm/store/store_mode.hpp"
+#include "vmm/writeback.hpp"
 
 namespace vmckpt::vmm {
 namespace {
@@ -29,7 +30,7 @@ bool HostReport::healthy() const {
   return true;
 }
 
-HostReport inspectHost(const std::string& home, bool reprobeKvm) {
+HostReport inspectHost(const std::string& home, bool reprobeKvm, std::uint64_t guestRamBytes) {
   HostReport r;
   auto add = [&](std::string name, bool ok, bool required, std::string detail) {
     r.checks.push_back({std::move(name), ok, required, std::move(detail)});
@@ -75,6 +76,8 @@ HostReport inspectHost(const std::string& home, bool reprobeKvm) {
   add("reflink", r.reflink, false, r.reflink ? "FICLONE works in the store" : caps.reflinkWhy);
   add("btrfs-subvolumes", r.btrfsSubvolumes, false,
       r.btrfsSubvolumes ? "can create and delete subvolumes in the store" : caps.subvolumesWhy);
+  if (auto w = readWriteback()) r.checks.push_back(writebackCheck(*w, guestRamBytes));
+  else add("writeback", false, false, w.error().message());
   return r;
 }
 

@@ -1,6 +1,7 @@
 // What this host can do for vmckpt (for `vmckpt doctor`).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -25,7 +26,8 @@ struct HostReport {
   bool healthy() const;  // every required check passed
 };
 
-// Runs every check. `reprobeKvm` ignores the cached KVM probe.
-HostReport inspectHost(const std::string& home, bool reprobeKvm);
+// Runs every check. `reprobeKvm` ignores the cached KVM probe; `guestRamBytes` is the RAM
+// of the store's VMs (for the writeback check).
+HostReport inspectHost(const std::string& home, bool reprobeKvm, std::uint64_t guestRamBytes);
 
 }  // namespace vmckpt::vmm
