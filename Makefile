@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVMCKPT_WERROR=ON
 
-.PHONY: all deps build image test unit-test integration-test demo bench bench-smoke clean
+.PHONY: test-slow all deps build image test unit-test integration-test demo bench bench-smoke clean
 
 all: build
 
@@ -20,8 +20,12 @@ image: build
 	cmake --build $(BUILD_DIR) --target test-guest-image
 
 # Unit tests run in parallel; integration tests (real QEMU guests) one at a time.
+# The slow label (>= 100 crash trials) runs with make test-slow.
 test: build image
-	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(JOBS)
+	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(JOBS) -LE slow
+
+test-slow: build image
+	ctest --test-dir $(BUILD_DIR) --output-on-failure -L slow
 
 unit-test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(JOBS) -L unit

@@ -48,6 +48,7 @@ void addSnapshots(CLI::App& app, Context& ctx);
 void addInspect(CLI::App& app, Context& ctx);
 void addVerify(CLI::App& app, Context& ctx);
 void addDeleteSnapshot(CLI::App& app, Context& ctx);
+void addRecover(CLI::App& app, Context& ctx);
 
 // pause and resume differ only in direction: one registration for both.
 void addTransitionCommand(CLI::App& app, Context& ctx, const std::string& verb, const std::string& description,

@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
   cli::addInspect(app, ctx);
   cli::addVerify(app, ctx);
   cli::addDeleteSnapshot(app, ctx);
+  cli::addRecover(app, ctx);
 
   try {
     app.parse(argc, argv);

@@ -17,6 +17,7 @@ std::string cat(const Args&... args) {
 
 std::string_view trim(std::string_view s);
 std::vector<std::string> split(std::string_view s, char sep);
+std::string join(const std::vector<std::string>& parts, std::string_view sep);
 bool startsWith(std::string_view s, std::string_view prefix);
 
 // Parses a size such as "512M", "2G", "1048576" (bytes), "4GiB". Units are powers of 1024.

@@ -95,7 +95,9 @@ Result<VmManager::Held> VmManager::lockVm(const std::string& name) {
   VmPaths p = root_.vm(name);
   auto lock = VmLock::acquire(p, name);
   if (!lock) return fail(lock.error());
-  return Held{std::move(*spec), std::move(p), std::move(*lock)};
+  Held held{std::move(*spec), std::move(p), std::move(*lock)};
+  lastRecovery_ = recoverLocked(held);
+  return held;
 }
 
 Result<VmStatus> VmManager::create(const CreateRequest& req) {
@@ -204,6 +206,14 @@ Result<VmStatus> VmManager::statusLocked(const std::string& name, const VmSpec& 
 Result<VmStatus> VmManager::status(const std::string& name) {
   auto spec = loadSpec(name);
   if (!spec) return fail(spec.error());
+  // An interrupted operation is recovered first: its state is not the VM's. Not while
+  // another vmckpt holds the lock: that one is working, not interrupted.
+  if (VmPaths p = root_.vm(name); fs::exists(p.journal)) {
+    if (auto lock = VmLock::tryAcquire(p); lock && *lock) {
+      Held held{*spec, p, std::move(**lock)};
+      lastRecovery_ = recoverLocked(held);
+    }
+  }
   return statusLocked(name, *spec);
 }
 

@@ -76,6 +76,14 @@ struct RestoreOptions {
   bool paused = false; // leave the restored guest paused
 };
 
+// What `recover` (or any command that found an interrupted operation) did.
+struct RecoveryReport {
+  std::string operation;             // "snapshot" or "restore"; empty when nothing was pending
+  std::string snapshot;              // the snapshot it was making or restoring
+  std::vector<std::string> actions;  // one line each, in order
+  Json toJson() const;
+};
+
 struct RestoreResult {
   VmStatus status;
   std::string snapshot;
@@ -139,6 +147,10 @@ class VmManager {
   // With asName: no VM of that name exists; the original is untouched.
   Result<RestoreResult> restore(const std::string& name, const std::string& snapshotRef, const RestoreOptions& opts);
 
+  // Finishes or rolls back an operation a killed vmckpt left (see journal.hpp); every
+  // command that locks a VM does this first. Reports what it did.
+  Result<RecoveryReport> recover(const std::string& name);
+
   // Any state.
   Result<std::vector<store::SnapshotEntry>> snapshots(const std::string& name);
   Result<store::SnapshotEntry> findSnapshot(const std::string& name, const std::string& ref);
@@ -155,10 +167,12 @@ class VmManager {
   };
   Result<VmSpec> loadSpec(const std::string& name) const;
   Result<Held> lockVm(const std::string& name);
+  RecoveryReport recoverLocked(const Held& held);
   Result<VmStatus> statusLocked(const std::string& name, const VmSpec& spec);
   Result<Transition> transition(const std::string& name, bool toPaused);
 
   StoreRoot root_;
+  RecoveryReport lastRecovery_;  // of the latest lockVm
 };
 
 }  // namespace vmckpt::vmm

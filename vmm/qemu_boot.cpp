@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <thread>
+
 #include "common/fs.hpp"
 #include "common/log.hpp"
 #include "common/strings.hpp"
@@ -41,6 +43,40 @@ Result<qmp::Client> connectQmp(const VmPaths& p, Deadline deadline) {
   if (!c && c.error().code() == Errc::timeout)
     return fail(Errc::timeout, "QEMU's QMP socket did not answer (another client connected, or QEMU hung)");
   return c;
+}
+
+bool migrationNotFinalized(const Error& e) {
+  return e.code() == Errc::qmp && e.message().find("not finalized") != std::string::npos;
+}
+
+Status contAfterMigration(qmp::Client& c, Deadline deadline) {
+  for (;;) {
+    auto r = c.execute("cont", Json::object(), deadline);
+    if (r) return {};
+    if (!migrationNotFinalized(r.error()) || deadline.expired()) return fail(r.error());
+    std::this_thread::sleep_for(1ms);
+  }
+}
+
+namespace {
+bool migrationInFlight(const std::string& status) {
+  return status == "setup" || status == "active" || status == "device" || status == "pre-switchover" ||
+         status == "cancelling" || status == "wait-unplug";
+}
+}  // namespace
+
+Result<bool> settleMigration(qmp::Client& c, Deadline deadline) {
+  auto q = c.execute("query-migrate", Json::object(), deadline);
+  if (!q) return fail(q.error());
+  if (!migrationInFlight(q->value("status", ""))) return false;
+  (void)c.execute("migrate_cancel", Json::object(), deadline);
+  for (;;) {
+    auto st = c.execute("query-migrate", Json::object(), deadline);
+    if (!st) return fail(st.error());
+    if (!migrationInFlight(st->value("status", ""))) return true;
+    if (deadline.expired()) return fail(Errc::timeout, "the device-state migration did not end after migrate_cancel");
+    std::this_thread::sleep_for(2ms);
+  }
 }
 
 Result<std::string> resolveMachine(qmp::Client& c, const std::string& requested) {

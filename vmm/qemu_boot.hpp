@@ -71,6 +71,16 @@ Result<qmp::Client> connectQmp(const VmPaths& p, Deadline deadline);
 // Records a successful boot in lifecycle.json's fields (start time, accel, machine).
 void noteBoot(VmRecord& rec, const BootedQemu& booted);
 
+// `cont` after an outgoing migration (QEMU in postmigrate, or getting there): retried
+// while QEMU says "Migration is not finalized yet", up to the deadline. Returns at the
+// reply, so it also suits a guest that may already run again.
+Status contAfterMigration(qmp::Client& c, Deadline deadline);
+// An outgoing migration still in flight is cancelled, and waited for until it has ended
+// (completed, failed or cancelled): only then does `cont` leave the guest running, since
+// a migration that completes later stops it again. Returns what it found in flight.
+Result<bool> settleMigration(qmp::Client& c, Deadline deadline);
+bool migrationNotFinalized(const Error& e);
+
 // The concrete machine type behind an alias ("q35" -> "pc-q35-7.2").
 Result<std::string> resolveMachine(qmp::Client& c, const std::string& requested);
 

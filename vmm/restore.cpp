@@ -6,6 +6,8 @@
 
 #include <cerrno>
 #include <chrono>
+#include <functional>
+#include <optional>
 
 #include "common/fs.hpp"
 #include "common/log.hpp"
@@ -14,6 +16,8 @@
 #include "common/strings.hpp"
 #include "common/unique_fd.hpp"
 #include "vmm/agent/agent_client.hpp"
+#include "vmm/fault_injection.hpp"
+#include "vmm/journal.hpp"
 #include "vmm/lifecycle.hpp"
 #include "vmm/qemu_boot.hpp"
 #include "vmm/qemu_process.hpp"
@@ -110,7 +114,8 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
   }
   VmPaths p = root_.vm(target);
 
-  // 1. The writable clone becomes live/.
+  // 1. The writable clone becomes live/. The journal (in place) is cleared last, after undo.
+  std::optional<ScopeExit<std::function<void()>>> journalDone;
   ScopeExit undo([&] {
     if (inPlace) {
       if (!oldLive.empty()) {
@@ -122,10 +127,15 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
     }
   });
   if (inPlace) {
-    std::string fresh = cat(p.dir, "/.live-restore-", ::getpid());
+    JournalEntry journal{.op = JournalOp::restore, .snapshotId = m.id, .keepPaused = opts.paused,
+                         .freshLive = cat(".live-restore-", ::getpid()), .oldLive = cat(".live-old-", ::getpid()),
+                         .pid = ::getpid(), .started = nowIso()};
+    if (auto s = writeJournal(p, journal); !s) return ctx(s.error().context("journal"));
+    journalDone.emplace(std::function<void()>([&p] { (void)clearJournal(p); }));
+    std::string fresh = cat(p.dir, "/", journal.freshLive);
     (void)store::removeStoreTree(fresh);
     if (auto s = backend->cloneWritable(snap->dataDir(), fresh); !s) return ctx(s.error());
-    oldLive = cat(p.dir, "/.live-old-", ::getpid());
+    oldLive = cat(p.dir, "/", journal.oldLive);
     if (::rename(p.live.c_str(), oldLive.c_str()) != 0) {
       int err = errno;
       oldLive.clear();
@@ -165,6 +175,7 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
   auto booted = bootQemu(spec, p, {root_.home(), true, m.machine});
   if (!booted) return ctx(booted.error());
   phases.qemuStartMs = lap();
+  if (auto s = faultPoint("mid-restore", booted->pid()); !s) return ctx(s.error());
   if (auto s = loadDeviceState(booted->qmp(), p); !s) return ctx(s.error());
   (void)fs::removeFile(p.devstate);
   phases.devstateMs = lap();

@@ -21,6 +21,8 @@
 #include "common/strings.hpp"
 #include "common/unique_fd.hpp"
 #include "vmm/agent/agent_client.hpp"
+#include "vmm/fault_injection.hpp"
+#include "vmm/journal.hpp"
 #include "vmm/lifecycle.hpp"
 #include "vmm/qemu_boot.hpp"
 #include "vmm/qemu_process.hpp"
@@ -84,9 +86,10 @@ std::vector<std::string> dataFiles(const store::SnapshotEntry& s) {
 // Runs `migrate` to the device-state fd and waits until QEMU has written it. x-ignore-shared
 // leaves out the RAM (it is in the store), so the migration completes at once, and it stops
 // a running guest itself, just before it saves the devices: the pause starts there.
-Status migrateDeviceState(qmp::Client& c) {
+Status migrateDeviceState(qmp::Client& c, pid_t qemuPid) {
   auto r = c.execute("migrate", {{"uri", cat("fd:", kDevstateFdName)}});
   if (!r) return fail(r.error());
+  VMCKPT_TRY(faultPoint("mid-devstate", qemuPid));
   auto ev = c.waitEvent(
       [](const qmp::Event& e) {
         if (e.name != "MIGRATION") return false;
@@ -105,28 +108,13 @@ Status migrateDeviceState(qmp::Client& c) {
 }
 
 // `cont` right after "completed" can fail with "Migration is not finalized yet" until
-// QEMU's main loop has moved to postmigrate: retried for that reason only. `untilResume`
-// returns at the RESUME event; otherwise at the reply (the failure path, where the
-// guest may already run again).
-bool notFinalized(const Error& e) {
-  return e.code() == Errc::qmp && e.message().find("not finalized") != std::string::npos;
-}
-
+// QEMU's main loop has moved to postmigrate: retried for that reason only. Returns at the
+// RESUME event, whose timestamp ends the pause.
 Result<qmp::Event> resumeAfterMigration(qmp::Client& c) {
   auto deadline = Deadline::in(kEventTimeout);
   for (;;) {
     auto ev = c.executeUntilEvent("cont", Json::object(), "RESUME", deadline);
-    if (ev || !notFinalized(ev.error()) || deadline.expired()) return ev;
-    std::this_thread::sleep_for(1ms);
-  }
-}
-
-Status contAfterFailure(qmp::Client& c) {
-  auto deadline = Deadline::in(kEventTimeout);
-  for (;;) {
-    auto r = c.execute("cont", Json::object(), deadline);
-    if (r) return {};
-    if (!notFinalized(r.error()) || deadline.expired()) return fail(r.error());
+    if (ev || !migrationNotFinalized(ev.error()) || deadline.expired()) return ev;
     std::this_thread::sleep_for(1ms);
   }
 }
@@ -145,7 +133,15 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   auto held = lockVm(name);
   if (!held) return fail(held.error());
   const VmPaths& p = held->paths;
-  auto ctx = [&](const Error& e) { return fail(e.context(cat("snapshot ", name))); };
+  // QEMU gone (killed, crashed): the guest cannot be resumed or thawed, and the error
+  // says so instead of whichever QMP or agent call noticed first.
+  auto qemuGone = [&] { return checkPidFile(held->paths).state != PidState::alive; };
+  auto ctx = [&](const Error& e) {
+    if (qemuGone())
+      return fail(Error(Errc::processFailed, cat("snapshot ", name, ": QEMU exited during the snapshot (", e.message(),
+                                                 "); the VM is stopped, no snapshot was made")));
+    return fail(e.context(cat("snapshot ", name)));
+  };
 
   auto before = statusLocked(name, held->spec);
   if (!before) return fail(before.error());
@@ -181,6 +177,12 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   // or frozen, or a half-built snapshot: they are held back until then. On a failure the
   // guards below (resume, thaw, cleanup) run first, since they are destroyed before this.
   std::optional<SignalBlock> holdSignals(std::in_place);
+  // The journal first: from here a killed vmckpt leaves something to recover by.
+  JournalEntry journal{.op = JournalOp::snapshot, .snapshotId = m.id, .guestWasRunning = m.wasRunning,
+                       .pid = ::getpid(), .started = m.created};
+  if (auto s = writeJournal(p, journal); !s) return ctx(s.error().context("journal"));
+  ScopeExit journalDone([&] { (void)clearJournal(p); });  // destroyed last: after every other guard
+  const pid_t qemuPid = before->pid;
   VMCKPT_TRY(fs::makeDirs(p.snapshots, 0700));
   const std::string tmp = cat(p.snapshots, "/.tmp-", m.id);
   VMCKPT_TRY(fs::makeDirs(tmp, 0700));
@@ -231,7 +233,10 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
     return {};
   };
   std::optional<ScopeExit<std::function<void()>>> thawOnFailure;
+  if (auto s = faultPoint("before-quiesce", qemuPid); !s) return ctx(s.error());
   if (agentClient) {
+    journal.quiesced = true;  // before asking: a kill during the quiesce must thaw too
+    if (auto s = writeJournal(p, journal); !s) return ctx(s.error().context("journal"));
     auto tq = Clock::now();
     auto q = agentClient->call("quiesce", {{"deadline_ms", opts.quiesceTimeout.count()}},
                                Deadline::in(opts.quiesceTimeout + kAgentSlack));
@@ -245,6 +250,7 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
     // Runs after the resume guard (declared later, so destroyed earlier): the guest must
     // run again to process the thaw.
     thawOnFailure.emplace(std::function<void()>([&] {
+      if (qemuGone()) return;
       if (auto s = thaw(); !s) log::error("could not thaw the guest after a failed snapshot: ", s.error().message());
     }));
   }
@@ -273,26 +279,33 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   long long stopUs = 0;
   bool resumed = !m.wasRunning;
   ScopeExit resumeOnFailure([&] {
-    if (resumed) return;
-    auto r = contAfterFailure(c);
+    if (resumed || qemuGone()) return;
+    auto resume = [](qmp::Client& q) -> Status {
+      if (auto settled = settleMigration(q, Deadline::in(kEventTimeout)); !settled) return fail(settled.error());
+      return contAfterMigration(q, Deadline::in(kEventTimeout));
+    };
+    auto r = resume(c);
     if (!r) {  // the connection may be what failed: try a fresh one
-      if (auto c2 = connectQmp(p, Deadline::in(5s))) r = contAfterFailure(*c2);
+      if (auto c2 = connectQmp(p, Deadline::in(5s))) r = resume(*c2);
     }
     if (!r) log::error("could not resume VM ", name, " after a failed snapshot: ", r.error().message());
   });
   auto tDev = Clock::now();
-  if (auto s = migrateDeviceState(c); !s) return ctx(s.error());
+  if (auto s = faultPoint("after-quiesce", qemuPid); !s) return ctx(s.error());
+  if (auto s = migrateDeviceState(c, qemuPid); !s) return ctx(s.error());
   if (m.wasRunning) {
     auto ev = c.waitEvent("STOP", Deadline::in(kEventTimeout));  // sent during the migration
     if (!ev) return ctx(ev.error().context("pause"));
     stopUs = ev->timestampUs;
   }
+  if (auto s = faultPoint("after-stop", qemuPid); !s) return ctx(s.error());
   dev.reset();
   m.timings.devstateMs = msSince(tDev);
 
   auto tCap = Clock::now();
   if (auto s = backend->capture(p.live, tmp + "/data"); !s) return ctx(s.error().context("capture"));
   m.timings.captureMs = msSince(tCap);
+  if (auto s = faultPoint("after-capture", qemuPid); !s) return ctx(s.error());
 
   if (m.wasRunning) {
     auto ev = resumeAfterMigration(c);
@@ -334,6 +347,7 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   m.timings.totalMs = msSince(t0);
   VMCKPT_TRY(store::writeManifest(tmp + "/manifest.json", m));
 
+  if (auto s = faultPoint("before-publish", qemuPid); !s) return ctx(s.error());
   // Publish: one rename makes the snapshot visible, complete.
   const std::string dest = cat(p.snapshots, "/", m.id);
   if (::rename(tmp.c_str(), dest.c_str()) != 0) return ctx(Error::fromErrno(cat("rename ", tmp, " -> ", dest), errno));

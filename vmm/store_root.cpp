@@ -34,7 +34,8 @@ VmPaths::VmPaths(std::string vmDir)
       console(run + "/console.sock"),
       serialLog(run + "/serial.log"),
       qemuLog(run + "/qemu.log"),
-      lock(dir + "/lock") {}
+      lock(dir + "/lock"),
+      journal(dir + "/journal.json") {}
 
 std::string StoreRoot::defaultHome() {
   if (const char* h = std::getenv("VMCKPT_HOME"); h && *h) return fs::absolute(h);
@@ -69,6 +70,16 @@ Result<std::vector<std::string>> StoreRoot::vmNames() const {
   ::closedir(d);
   std::sort(names.begin(), names.end());
   return names;
+}
+
+Result<std::optional<VmLock>> VmLock::tryAcquire(const VmPaths& paths) {
+  UniqueFd fd(::open(paths.lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) return failErrno(cat("open ", paths.lock), errno);
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK || errno == EINTR) return std::optional<VmLock>();
+    return failErrno(cat("flock ", paths.lock), errno);
+  }
+  return std::optional<VmLock>(VmLock(std::move(fd)));
 }
 
 Result<VmLock> VmLock::acquire(const VmPaths& paths, const std::string& name) {

@@ -1,6 +1,7 @@
 // Where vmckpt keeps its state ($VMCKPT_HOME) and the layout of one VM's directory.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,7 +19,7 @@ struct VmPaths {
   std::string mem;        // live/mem : guest RAM, memory-backend-file,share=on
   std::string kernel;     // live/kernel : copied at create time (snapshots share its extents)
   std::string initrd;     // live/initrd
-  std::string devstate;   // live/devstate : QEMU device state, present only while snapshotting
+  std::string devstate;   // live/devstate : QEMU device state, present only while a restore loads it
   std::string snapshots;  // snapshots/ : one directory per published snapshot
   std::string run;        // run/ : runtime files of the QEMU process
   std::string pidFile;    // run/qemu.pid
@@ -28,6 +29,7 @@ struct VmPaths {
   std::string serialLog;  // run/serial.log (guest console output, kept by QEMU's logfile=)
   std::string qemuLog;    // run/qemu.log (QEMU's own stderr)
   std::string lock;       // lock (flock)
+  std::string journal;    // journal.json : the operation in progress (see journal.hpp)
 
   explicit VmPaths(std::string vmDir);
 };
@@ -56,6 +58,8 @@ class StoreRoot {
 class VmLock {
  public:
   static Result<VmLock> acquire(const VmPaths& paths, const std::string& name);
+  // Without waiting: nullopt while another vmckpt holds it.
+  static Result<std::optional<VmLock>> tryAcquire(const VmPaths& paths);
 
  private:
   explicit VmLock(UniqueFd fd) : fd_(std::move(fd)) {}

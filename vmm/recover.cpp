@@ -1,0 +1,166 @@
+// VmManager::recover: what a killed vmckpt left behind, finished or rolled back. Runs under
+// the VM lock (lockVm calls it), so the process that wrote the journal is gone. Every step
+// is idempotent: a recovery that is itself killed is redone by the next command.
+#include <dirent.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "common/fs.hpp"
+#include "common/log.hpp"
+#include "common/strings.hpp"
+#include "vmm/agent/agent_client.hpp"
+#include "vmm/journal.hpp"
+#include "vmm/lifecycle.hpp"
+#include "vmm/qemu_boot.hpp"
+#include "vmm/qemu_process.hpp"
+#include "vmm/store/backend.hpp"
+#include "vmm/vm_record.hpp"
+
+namespace vmckpt::vmm {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Directory entries of `dir` whose names start with `prefix`.
+std::vector<std::string> entriesWithPrefix(const std::string& dir, std::string_view prefix) {
+  std::vector<std::string> out;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d))
+      if (startsWith(e->d_name, prefix)) out.push_back(e->d_name);
+    ::closedir(d);
+  }
+  return out;
+}
+
+// The interrupted snapshot's QEMU: a migration still running is cancelled; a guest the
+// snapshot paused runs again; a guest the agent froze is thawed.
+void recoverSnapshotGuest(const VmPaths& p, const JournalEntry& j, RecoveryReport& r) {
+  PidCheck pc = checkPidFile(p);
+  if (pc.state != PidState::alive) {
+    r.actions.push_back("QEMU is not running (it ended during the snapshot): the VM is stopped");
+    return;
+  }
+  auto c = connectQmp(p, Deadline::in(5s));
+  if (!c) {
+    r.actions.push_back(cat("could not reach QEMU to resume the guest: ", c.error().message()));
+    return;
+  }
+  if (auto m = settleMigration(*c, Deadline::in(5s)); !m) r.actions.push_back(cat("device-state migration: ", m.error().message()));
+  else if (*m) r.actions.push_back("cancelled the device-state migration");
+  auto st = c->execute("query-status");
+  std::string status = st ? st->value("status", "") : "";
+  bool stopped = status == "paused" || status == "postmigrate" || status == "finish-migrate";
+  if (j.guestWasRunning && stopped) {
+    if (auto s = contAfterMigration(*c, Deadline::in(5s)); s) r.actions.push_back("resumed the guest the snapshot had paused");
+    else r.actions.push_back(cat("could not resume the guest: ", s.error().message()));
+  }
+  if (j.quiesced) {
+    auto a = agent::Client::connect(p.agentSocket, Deadline::in(2s));
+    auto t = a ? a->call("thaw", {{"deadline_ms", 5000}}, Deadline::in(8s)) : Result<Json>(fail(a.error()));
+    r.actions.push_back(t ? "thawed the guest (its agent had quiesced it)"
+                          : cat("could not thaw the guest: ", t.error().message()));
+  }
+}
+
+// The interrupted in-place restore: finished if its QEMU got the guest going (or loaded it
+// for --paused); otherwise rolled back to the live directory from before.
+void recoverRestore(const VmPaths& p, const JournalEntry& j, RecoveryReport& r) {
+  const std::string fresh = j.freshLive.empty() ? std::string() : p.dir + "/" + j.freshLive;
+  const std::string old = j.oldLive.empty() ? std::string() : p.dir + "/" + j.oldLive;
+  bool forward = false;
+  PidCheck pc = checkPidFile(p);
+  if (pc.state == PidState::alive) {
+    std::string status, migration;
+    if (auto c = connectQmp(p, Deadline::in(5s))) {
+      if (auto st = c->execute("query-status")) status = st->value("status", "");
+      if (auto mig = c->execute("query-migrate")) migration = mig->value("status", "");
+    }
+    forward = status == "running" || (j.keepPaused && status == "paused" && migration == "completed");
+    if (!forward) {
+      (void)killQemu(pc.pid, Deadline::in(5s));
+      cleanRunFiles(p);
+      r.actions.push_back(cat("stopped the half-restored QEMU (pid ", pc.pid, ", state ", status.empty() ? "unknown" : status, ")"));
+    }
+  }
+  if (forward) {
+    r.actions.push_back(cat("the restore of ", j.snapshotId, " had finished; kept it"));
+    VmRecord rec = loadRecord(p);
+    rec.head = j.snapshotId;
+    (void)saveRecord(p, rec);
+  } else if (!old.empty() && fs::exists(old)) {
+    if (fs::exists(p.live)) (void)store::removeStoreTree(p.live);
+    if (::rename(old.c_str(), p.live.c_str()) == 0) r.actions.push_back("put back the live directory from before the restore");
+    else r.actions.push_back(cat("could not put back ", old, ": ", std::strerror(errno)));
+  }
+  for (const auto& dir : {fresh, old})
+    if (!dir.empty() && fs::exists(dir)) {
+      (void)store::removeStoreTree(dir);
+      r.actions.push_back(cat("removed ", dir));
+    }
+}
+
+}  // namespace
+
+Json RecoveryReport::toJson() const {
+  return {{"operation", operation.empty() ? Json() : Json(operation)},
+          {"snapshot", snapshot.empty() ? Json() : Json(snapshot)},
+          {"actions", actions}};
+}
+
+RecoveryReport VmManager::recoverLocked(const Held& held) {
+  const VmPaths& p = held.paths;
+  RecoveryReport r;
+  auto journal = readJournal(p);
+  if (!journal) r.actions.push_back(cat("journal unreadable (", journal.error().message(), "); cleaned up from what is on disk"));
+  const JournalEntry* j = journal && *journal ? &**journal : nullptr;
+  if (j) {
+    r.operation = std::string(journalOpName(j->op));
+    r.snapshot = j->snapshotId;
+    if (j->op == JournalOp::snapshot) {
+      recoverSnapshotGuest(p, *j, r);
+      if (!j->snapshotId.empty() && fs::exists(cat(p.snapshots, "/", j->snapshotId, "/manifest.json"))) {
+        r.actions.push_back(cat("snapshot ", j->snapshotId, " had been published complete; kept it"));
+        VmRecord rec = loadRecord(p);
+        if (rec.head != j->snapshotId) {
+          rec.head = j->snapshotId;
+          (void)saveRecord(p, rec);
+        }
+      }
+    } else {
+      recoverRestore(p, *j, r);
+    }
+  }
+  // Whatever the journal says: no half-built snapshot stays, nor a restore's scratch copy
+  // (only names vmckpt makes, under the VM lock, so nobody is using them).
+  for (const auto& n : entriesWithPrefix(p.snapshots, ".tmp-")) {
+    (void)store::removeStoreTree(p.snapshots + "/" + n);
+    r.actions.push_back(cat("removed the unpublished snapshot ", n.substr(5)));
+  }
+  if (fs::exists(p.live)) {
+    for (const auto& n : entriesWithPrefix(p.dir, ".live-")) {
+      if (!isRestoreScratchName(n)) continue;
+      (void)store::removeStoreTree(p.dir + "/" + n);
+      r.actions.push_back(cat("removed ", n));
+    }
+  }
+  if (j || !journal) {
+    if (auto s = clearJournal(p); !s) r.actions.push_back(cat("could not remove the journal: ", s.error().message()));
+  }
+  if (!r.actions.empty()) {
+    std::string what = r.operation.empty() ? std::string("leftovers") : cat("an interrupted ", r.operation);
+    log::warn("VM ", held.spec.name, ": recovered ", what, ": ", join(r.actions, "; "));
+  }
+  return r;
+}
+
+Result<RecoveryReport> VmManager::recover(const std::string& name) {
+  auto held = lockVm(name);  // recovers
+  if (!held) return fail(held.error());
+  return lastRecovery_;
+}
+
+}  // namespace vmckpt::vmm
