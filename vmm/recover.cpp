@@ -2,12 +2,10 @@
 // the VM lock (lockVm calls it), so the process that wrote the journal is gone. Every step
 // is idempotent: a recovery that is itself killed is redone by the next command.
 #include <dirent.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <thread>
 
 #include "common/fs.hpp"
 #include "common/log.hpp"
