@@ -1,5 +1,6 @@
 #include "common/sha256.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include "common/child_process.hpp"
 #include "common/fs.hpp"
 #include "common/temp_dir.hpp"
+#include "common/unique_fd.hpp"
 #include "common/strings.hpp"
 
 using namespace vmckpt;
@@ -88,6 +90,21 @@ TEST(Sha256, FileMatchesMemoryAndSha256sum) {
   ASSERT_TRUE(fs::writeFileAtomic(empty, ""));
   EXPECT_EQ(sha256File(empty).value_or(""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
+// sha256Fd hashes the whole file whatever the offset, and leaves the offset where it was:
+// restore hands the very descriptor it checked to QEMU, which reads from that offset.
+TEST(Sha256, FdHashesWholeFileAndKeepsOffset) {
+  TempDir d;
+  std::string f = d.path() + "/data";
+  ASSERT_TRUE(fs::writeFileAtomic(f, "hello, device state"));
+  UniqueFd fd(::open(f.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(fd);
+  ASSERT_EQ(::lseek(fd.get(), 7, SEEK_SET), 7);
+  auto r = sha256Fd(fd.get(), f);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(*r, hashOf("hello, device state"));
+  EXPECT_EQ(::lseek(fd.get(), 0, SEEK_CUR), 7);
 }
 
 TEST(Sha256, MissingFileIsNotFound) {

@@ -9,6 +9,7 @@ PKGS=(
   qemu-system-x86 qemu-utils
   busybox-static linux-image-amd64 cpio gzip xz-utils zstd kmod
   btrfs-progs libbtrfsutil-dev xfsprogs
+  libssl-dev
   procps util-linux iproute2
   clang-14 libclang-rt-14-dev
   gnuplot-nox

@@ -34,13 +34,16 @@ const char* kDevstateFdName = "vmckpt-devstate";
 
 // What restore needs before it touches anything: every file present with its size, and
 // the device state (the one file QEMU parses) matching its checksum. `vmckpt verify`
-// checks every checksum.
-Status checkForRestore(const store::SnapshotEntry& s) {
+// checks every checksum. Returns the device state opened: QEMU gets that descriptor, so
+// the bytes it parses are the bytes that were checked (and they are in the page cache).
+Result<UniqueFd> checkForRestore(const store::SnapshotEntry& s) {
   for (const auto& f : s.manifest.files) {
     std::string path = s.dataDir() + "/" + f.name;
     struct stat st{};
-    if (::stat(path.c_str(), &st) != 0)
+    if (::lstat(path.c_str(), &st) != 0)
       return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": ", f.name, " is missing"));
+    if (!S_ISREG(st.st_mode))
+      return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": ", f.name, " is not a regular file"));
     if (static_cast<std::uint64_t>(st.st_size) != f.size)
       return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": ", f.name, " has size ", st.st_size,
                                      ", manifest says ", f.size));
@@ -48,20 +51,31 @@ Status checkForRestore(const store::SnapshotEntry& s) {
   const auto* dev = s.manifest.file("devstate");
   if (!dev || dev->sha256.empty())
     return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": manifest has no checksummed device state"));
-  auto sum = sha256File(s.dataDir() + "/devstate");
+  std::string path = s.dataDir() + "/devstate";
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) return failErrno(cat("open ", path), errno);
+  auto sum = sha256Fd(fd.get(), path);
   if (!sum) return fail(sum.error());
   if (*sum != dev->sha256)
     return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": device state fails its sha256 check (damaged or tampered with)"));
-  return {};
+  return fd;
 }
 
-Status loadDeviceState(qmp::Client& c, const VmPaths& p) {
+// Starts reading the clone's boot files into the page cache while QEMU starts: a fresh
+// clone is a new inode with nothing cached, and QEMU reads kernel and initrd late in its
+// start-up, one read() each (~15 ms of a 60 ms start on a Btrfs loop store when cold).
+void prefetchBootFiles(const VmPaths& p) {
+  for (const auto& f : {p.kernel, p.initrd}) {
+    UniqueFd fd(::open(f.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (fd) (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_WILLNEED);
+  }
+}
+
+Status loadDeviceState(qmp::Client& c, const VmPaths& p, UniqueFd dev) {
   auto caps = c.execute("migrate-set-capabilities",
                         {{"capabilities",
                           {{{"capability", "x-ignore-shared"}, {"state", true}}, {{"capability", "events"}, {"state", true}}}}});
   if (!caps) return fail(caps.error());
-  UniqueFd dev(::open(p.devstate.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!dev) return failErrno(cat("open ", p.devstate), errno);
   int fd = dev.get();
   if (auto r = c.execute("getfd", {{"fdname", kDevstateFdName}}, Deadline::in(5s), std::span<const int>(&fd, 1)); !r)
     return fail(r.error());
@@ -96,7 +110,8 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
   auto snap = catalog.resolve(ref);
   if (!snap) return ctx(snap.error());
   const store::Manifest& m = snap->manifest;
-  if (auto s = checkForRestore(*snap); !s) return ctx(s.error());
+  auto devstate = checkForRestore(*snap);
+  if (!devstate) return ctx(devstate.error());
   auto backend = store::makeBackend(m.mode);
 
   VmSpec spec = m.spec;
@@ -165,6 +180,7 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
     return ms;
   };
   phases.cloneMs = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  if (spec.kernelBoot) prefetchBootFiles(p);
   VMCKPT_TRY(fs::makeDirs(p.run, 0700));
   {
     // The console log continues; mark where the restored guest picks up.
@@ -176,7 +192,7 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
   if (!booted) return ctx(booted.error());
   phases.qemuStartMs = lap();
   if (auto s = faultPoint("mid-restore", booted->pid()); !s) return ctx(s.error());
-  if (auto s = loadDeviceState(booted->qmp(), p); !s) return ctx(s.error());
+  if (auto s = loadDeviceState(booted->qmp(), p, std::move(*devstate)); !s) return ctx(s.error());
   (void)fs::removeFile(p.devstate);
   phases.devstateMs = lap();
 
