@@ -1,9 +1,10 @@
 // Errors are values: every fallible operation returns Result<T>.
 #pragma once
 
-#include <expected>
 #include <string>
 #include <string_view>
+
+#include "common/expected.hpp"
 
 namespace vmckpt {
 
@@ -56,25 +57,25 @@ class [[nodiscard]] Error {
 };
 
 template <class T>
-using Result = std::expected<T, Error>;
+using Result = Expected<T, Error>;
 
-using Status = std::expected<void, Error>;
+using Status = Expected<void, Error>;
 
-inline std::unexpected<Error> fail(Errc code, std::string message, int sysErrno = 0) {
-  return std::unexpected<Error>(Error(code, std::move(message), sysErrno));
+inline Unexpected<Error> fail(Errc code, std::string message, int sysErrno = 0) {
+  return Unexpected<Error>(Error(code, std::move(message), sysErrno));
 }
 
-inline std::unexpected<Error> failErrno(std::string_view what, int err) {
-  return std::unexpected<Error>(Error::fromErrno(what, err));
+inline Unexpected<Error> failErrno(std::string_view what, int err) {
+  return Unexpected<Error>(Error::fromErrno(what, err));
 }
 
-inline std::unexpected<Error> fail(Error e) { return std::unexpected<Error>(std::move(e)); }
+inline Unexpected<Error> fail(Error e) { return Unexpected<Error>(std::move(e)); }
 
 }  // namespace vmckpt
 
 // Propagates an error from an expression returning Result/Status, with optional context.
-#define VMCKPT_TRY(expr)                                  \
-  do {                                                    \
-    if (auto vmckpt_try_r_ = (expr); !vmckpt_try_r_)      \
-      return std::unexpected(std::move(vmckpt_try_r_).error()); \
+#define VMCKPT_TRY(expr)                                      \
+  do {                                                        \
+    if (auto vmckpt_try_r_ = (expr); !vmckpt_try_r_)          \
+      return ::vmckpt::fail(std::move(vmckpt_try_r_).error()); \
   } while (0)

@@ -26,6 +26,20 @@ std::string idString(unsigned long long n) { return cat(kIdPrefix, n); }
 
 }  // namespace
 
+std::string stringField(const Json& j, std::string_view key, std::string fallback) {
+  if (!j.is_object()) return fallback;
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : fallback;
+}
+
+long long intField(const Json& j, std::string_view key, long long fallback) {
+  if (!j.is_object()) return fallback;
+  auto it = j.find(key);
+  if (it == j.end()) return fallback;
+  if (it->is_number_integer()) return it->get<long long>();
+  return fallback;
+}
+
 Result<Client> Client::connect(const std::string& socketPath, Deadline deadline) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -57,9 +71,9 @@ Result<Client> Client::handshake(UniqueFd fd, Deadline deadline) {
   if (auto v = q.find("version"); v != q.end() && v->is_object()) {
     const Json& ver = *v;
     if (auto qv = ver.find("qemu"); qv != ver.end() && qv->is_object()) {
-      c.greeting_.major = qv->value("major", 0);
-      c.greeting_.minor = qv->value("minor", 0);
-      c.greeting_.micro = qv->value("micro", 0);
+      c.greeting_.major = static_cast<int>(intField(*qv, "major"));
+      c.greeting_.minor = static_cast<int>(intField(*qv, "minor"));
+      c.greeting_.micro = static_cast<int>(intField(*qv, "micro"));
     }
     if (auto pkg = ver.find("package"); pkg != ver.end() && pkg->is_string())
       c.greeting_.package = pkg->get<std::string>();
@@ -146,7 +160,7 @@ void Client::queueEvent(const Json& msg) {
   ev.name = msg["event"].get<std::string>();
   if (auto d = msg.find("data"); d != msg.end()) ev.data = *d;
   if (auto ts = msg.find("timestamp"); ts != msg.end() && ts->is_object()) {
-    long long s = ts->value("seconds", 0LL), us = ts->value("microseconds", 0LL);
+    long long s = intField(*ts, "seconds"), us = intField(*ts, "microseconds");
     ev.timestampUs = s * 1000000LL + us;
   }
   log::debug("qmp event ", ev.name);

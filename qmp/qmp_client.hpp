@@ -33,6 +33,13 @@ struct Event {
   long long timestampUs = 0;
 };
 
+// A member of a message from QEMU, or `fallback` when the message is not an object, lacks
+// the key, or has it with another type. QEMU's output is checked, never trusted: json's
+// own value() throws on a type mismatch, and an exception there would end vmckpt with a
+// guest possibly paused.
+std::string stringField(const Json& j, std::string_view key, std::string fallback = {});
+long long intField(const Json& j, std::string_view key, long long fallback = 0);
+
 inline constexpr std::chrono::milliseconds kDefaultCommandTimeout{10000};
 // A single QMP message larger than this is a protocol error (query-qmp-schema is ~200 KiB).
 inline constexpr size_t kMaxMessageBytes = 8u << 20;

@@ -447,3 +447,30 @@ TEST(QmpClient, ExecuteUntilEventHitsTheDeadline) {
   EXPECT_NE(ev.error().message().find("RESUME"), std::string::npos) << ev.error().message();
   srv.join();
 }
+
+// Found by the qmp_reply fuzzer: members of the wrong type made json's value() throw,
+// which ended vmckpt (std::terminate). They now read as absent.
+TEST(QmpClient, MembersOfTheWrongTypeReadAsAbsent) {
+  FakeServer srv;
+  srv.run([](FakeServer& s) {
+    s.sendLine(R"({"QMP": {"version": {"qemu": {"major": "7", "minor": 2.5, "micro": null}}, "capabilities": []}})");
+    Json caps = s.readRequest();
+    s.sendLine(Json({{"return", Json::object()}, {"id", caps["id"]}}).dump());
+    s.sendLine(R"({"event": "STOP", "timestamp": {"seconds": "soon", "microseconds": [1]}, "data": "not an object"})");
+  });
+  auto c = qmp::Client::handshake(srv.takeClientEnd(), Deadline::in(2s));
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->greeting().major, 0);
+  EXPECT_EQ(c->greeting().minor, 0);
+  auto stop = c->waitEvent("STOP", Deadline::in(1s));
+  ASSERT_TRUE(stop) << stop.error().message();
+  EXPECT_EQ(stop->timestampUs, 0);
+  EXPECT_EQ(qmp::stringField(stop->data, "status", "none"), "none");
+  srv.join();
+
+  EXPECT_EQ(qmp::stringField(Json::parse(R"({"status": 3})"), "status", "x"), "x");
+  EXPECT_EQ(qmp::stringField(Json::parse(R"({"status": "running"})"), "status"), "running");
+  EXPECT_EQ(qmp::intField(Json::parse(R"({"n": 1.5})"), "n", -1), -1);
+  EXPECT_EQ(qmp::intField(Json::parse(R"({"n": 42})"), "n"), 42);
+  EXPECT_EQ(qmp::intField(Json::parse(R"([1, 2])"), "n", 7), 7);
+}
