@@ -179,7 +179,7 @@ Result<VmStatus> VmManager::statusLocked(const std::string& name, const VmSpec& 
     auto c = vmm::connectQmp(p, Deadline::in(3s));
     auto st = c ? c->execute("query-status", Json::object(), Deadline::in(3s)) : Result<Json>(std::unexpected(c.error()));
     if (st && st->is_object()) {
-      s.qemuStatus = st->value("status", "unknown");
+      s.qemuStatus = qmp::stringField(*st, "status", "unknown");
       s.state = s.qemuStatus == "running" ? VmState::running : VmState::paused;
     } else {
       s.qemuStatus = "unknown";

@@ -173,6 +173,7 @@ class VmManager {
 
   StoreRoot root_;
   RecoveryReport lastRecovery_;  // of the latest lockVm
+  bool reportRecovery_ = true;   // false while recover() runs: its caller prints the report
 };
 
 }  // namespace vmckpt::vmm

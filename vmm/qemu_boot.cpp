@@ -1,11 +1,13 @@
 #include "vmm/qemu_boot.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <thread>
 
 #include "common/fs.hpp"
 #include "common/log.hpp"
+#include "common/unique_fd.hpp"
 #include "common/strings.hpp"
 #include "vmm/qemu_command.hpp"
 #include "vmm/qemu_process.hpp"
@@ -68,12 +70,12 @@ bool migrationInFlight(const std::string& status) {
 Result<bool> settleMigration(qmp::Client& c, Deadline deadline) {
   auto q = c.execute("query-migrate", Json::object(), deadline);
   if (!q) return fail(q.error());
-  if (!migrationInFlight(q->value("status", ""))) return false;
+  if (!migrationInFlight(qmp::stringField(*q, "status"))) return false;
   (void)c.execute("migrate_cancel", Json::object(), deadline);
   for (;;) {
     auto st = c.execute("query-migrate", Json::object(), deadline);
     if (!st) return fail(st.error());
-    if (!migrationInFlight(st->value("status", ""))) return true;
+    if (!migrationInFlight(qmp::stringField(*st, "status"))) return true;
     if (deadline.expired()) return fail(Errc::timeout, "the device-state migration did not end after migrate_cancel");
     std::this_thread::sleep_for(2ms);
   }
@@ -85,7 +87,7 @@ Result<std::string> resolveMachine(qmp::Client& c, const std::string& requested)
   if (machines->is_array()) {
     for (const auto& m : *machines) {
       if (!m.is_object()) continue;
-      if (m.value("alias", "") == requested) return m.value("name", requested);
+      if (qmp::stringField(m, "alias") == requested) return qmp::stringField(m, "name", requested);
     }
   }
   return requested;
@@ -112,6 +114,11 @@ Result<BootedQemu> bootQemu(const VmSpec& spec, const VmPaths& p, const BootRequ
   VMCKPT_TRY(fs::makeDirs(p.run, 0700));
   VMCKPT_TRY(fs::removeFile(p.qemuLog));
 
+  if (!req.anonymousRam && !fs::exists(p.mem)) {
+    // QEMU would create the RAM file after daemonizing, with umask 027: group-readable.
+    UniqueFd mem(::open(p.mem.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!mem) return failErrno(cat("create ", p.mem), errno);
+  }
   QemuLaunch launch{*qemu, choice->accel, true, req.incoming, req.machine, req.anonymousRam};
   auto pid = launchQemu(buildQemuCommand(spec, p, launch), p, Deadline::in(kLaunchTimeout));
   if (!pid) {
@@ -127,8 +134,9 @@ Result<BootedQemu> bootQemu(const VmSpec& spec, const VmPaths& p, const BootRequ
     cleanRunFiles(p);
     return fail(client.error());
   }
-  for (const auto& sock : {p.qmpSocket, p.agentSocket, p.console})
-    if (fs::exists(sock)) ::chmod(sock.c_str(), 0600);
+  // Sockets, pid file and console log come from QEMU's umask (027 once daemonized).
+  for (const auto& f : {p.qmpSocket, p.agentSocket, p.console, p.pidFile, p.serialLog})
+    if (fs::exists(f)) ::chmod(f.c_str(), 0600);
   BootedQemu booted(*pid, std::move(*client), *choice, {}, p);
   if (!req.machine.empty()) {  // a recorded machine is already a concrete type, not an alias
     booted.machine_ = req.machine;

@@ -9,6 +9,7 @@
 
 #include "common/fs.hpp"
 #include "common/log.hpp"
+#include "common/scope_exit.hpp"
 #include "common/strings.hpp"
 #include "vmm/agent/agent_client.hpp"
 #include "vmm/journal.hpp"
@@ -50,7 +51,7 @@ void recoverSnapshotGuest(const VmPaths& p, const JournalEntry& j, RecoveryRepor
   if (auto m = settleMigration(*c, Deadline::in(5s)); !m) r.actions.push_back(cat("device-state migration: ", m.error().message()));
   else if (*m) r.actions.push_back("cancelled the device-state migration");
   auto st = c->execute("query-status");
-  std::string status = st ? st->value("status", "") : "";
+  std::string status = st ? qmp::stringField(*st, "status") : "";
   bool stopped = status == "paused" || status == "postmigrate" || status == "finish-migrate";
   if (j.guestWasRunning && stopped) {
     if (auto s = contAfterMigration(*c, Deadline::in(5s)); s) r.actions.push_back("resumed the guest the snapshot had paused");
@@ -74,8 +75,8 @@ void recoverRestore(const VmPaths& p, const JournalEntry& j, RecoveryReport& r) 
   if (pc.state == PidState::alive) {
     std::string status, migration;
     if (auto c = connectQmp(p, Deadline::in(5s))) {
-      if (auto st = c->execute("query-status")) status = st->value("status", "");
-      if (auto mig = c->execute("query-migrate")) migration = mig->value("status", "");
+      if (auto st = c->execute("query-status")) status = qmp::stringField(*st, "status");
+      if (auto mig = c->execute("query-migrate")) migration = qmp::stringField(*mig, "status");
     }
     forward = status == "running" || (j.keepPaused && status == "paused" && migration == "completed");
     if (!forward) {
@@ -148,7 +149,7 @@ RecoveryReport VmManager::recoverLocked(const Held& held) {
   if (j || !journal) {
     if (auto s = clearJournal(p); !s) r.actions.push_back(cat("could not remove the journal: ", s.error().message()));
   }
-  if (!r.actions.empty()) {
+  if (!r.actions.empty() && reportRecovery_) {
     std::string what = r.operation.empty() ? std::string("leftovers") : cat("an interrupted ", r.operation);
     log::warn("VM ", held.spec.name, ": recovered ", what, ": ", join(r.actions, "; "));
   }
@@ -156,6 +157,8 @@ RecoveryReport VmManager::recoverLocked(const Held& held) {
 }
 
 Result<RecoveryReport> VmManager::recover(const std::string& name) {
+  reportRecovery_ = false;
+  ScopeExit restoreReporting([this] { reportRecovery_ = true; });
   auto held = lockVm(name);  // recovers
   if (!held) return fail(held.error());
   return lastRecovery_;

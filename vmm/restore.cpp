@@ -1,6 +1,8 @@
 // VmManager::restore: a writable clone of the snapshot becomes the VM's live directory,
 // QEMU maps the cloned RAM file (pages fault in lazily) and loads only device state.
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,13 +39,18 @@ const char* kDevstateFdName = "vmckpt-devstate";
 // checks every checksum. Returns the device state opened: QEMU gets that descriptor, so
 // the bytes it parses are the bytes that were checked (and they are in the page cache).
 Result<UniqueFd> checkForRestore(const store::SnapshotEntry& s) {
+  struct stat dst{};
+  if (::lstat(s.dataDir().c_str(), &dst) != 0 || !S_ISDIR(dst.st_mode))
+    return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": data/ is ",
+                                   S_ISLNK(dst.st_mode) ? "a symbolic link" : "missing"));
   for (const auto& f : s.manifest.files) {
     std::string path = s.dataDir() + "/" + f.name;
     struct stat st{};
     if (::lstat(path.c_str(), &st) != 0)
       return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": ", f.name, " is missing"));
     if (!S_ISREG(st.st_mode))
-      return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": ", f.name, " is not a regular file"));
+      return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": ", f.name,
+                                     S_ISLNK(st.st_mode) ? " is a symbolic link (planted?)" : " is not a regular file"));
     if (static_cast<std::uint64_t>(st.st_size) != f.size)
       return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": ", f.name, " has size ", st.st_size,
                                      ", manifest says ", f.size));
@@ -75,6 +82,28 @@ void prefetchBootFiles(const VmPaths& p) {
   }
 }
 
+// `restore --as` builds the new VM in vms/.restore-NAME-PID and renames it into place; a
+// vmckpt killed before the rename leaves that directory. Removed once its process is gone
+// (only names of that form, directly under vms/).
+void removeStaleRestoreDirs(const std::string& vmsDir) {
+  DIR* d = ::opendir(vmsDir.c_str());
+  if (!d) return;
+  std::vector<std::string> stale;
+  while (dirent* e = ::readdir(d)) {
+    std::string_view n = e->d_name;
+    if (!startsWith(n, ".restore-")) continue;
+    auto dash = n.rfind('-');
+    long pid = 0;
+    for (char ch : n.substr(dash + 1)) pid = (ch >= '0' && ch <= '9' && pid < (1L << 30)) ? pid * 10 + (ch - '0') : -1;
+    if (pid > 0 && pid != ::getpid() && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
+      stale.emplace_back(n);
+  }
+  ::closedir(d);
+  for (const auto& n : stale) {
+    if (auto s = store::removeStoreTree(vmsDir + "/" + n); s) log::info("removed ", n, " left by an interrupted restore --as");
+  }
+}
+
 Status loadDeviceState(qmp::Client& c, const VmPaths& p, UniqueFd dev) {
   auto caps = c.execute("migrate-set-capabilities",
                         {{"capabilities",
@@ -88,12 +117,12 @@ Status loadDeviceState(qmp::Client& c, const VmPaths& p, UniqueFd dev) {
   auto ev = c.waitEvent(
       [](const qmp::Event& e) {
         if (e.name != "MIGRATION") return false;
-        std::string s = e.data.value("status", "");
+        std::string s = qmp::stringField(e.data, "status");
         return s == "completed" || s == "failed" || s == "cancelled";
       },
       Deadline::in(kIncomingTimeout));
   if (!ev) return fail(ev.error().context("loading device state"));
-  if (ev->data.value("status", "") != "completed") {
+  if (qmp::stringField(ev->data, "status") != "completed") {
     std::string why = qemuErrorLine(p.qemuLog);
     return fail(Errc::processFailed, cat("QEMU could not load the device state: ", why.empty() ? "no message" : why));
   }
@@ -120,6 +149,7 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
 
   VmSpec spec = m.spec;
   std::optional<VmPaths> staged;  // --as: the new VM's directory while it is being built
+  std::optional<VmLock> targetLock;  // --as: the new VM's lock, held until it is complete
   std::string oldLive;            // in place: the replaced live directory, until QEMU runs
   if (inPlace) {
     if (PidCheck pc = checkPidFile(held->paths); pc.state == PidState::alive)
@@ -163,16 +193,26 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
     }
     if (::rename(fresh.c_str(), p.live.c_str()) != 0) return ctx(Error::fromErrno(cat("rename ", fresh), errno));
   } else {
+    removeStaleRestoreDirs(root_.vmsDir());
     staged.emplace(cat(root_.vmsDir(), "/.restore-", target, "-", ::getpid()));
     for (const auto& d : {staged->dir, staged->run}) VMCKPT_TRY(fs::makeDirs(d, 0700));
+    // The new VM's lock, taken before it has its name: the flock travels with the file
+    // through the rename, so no other vmckpt sees (or "recovers") it half-built.
+    auto lock = VmLock::acquire(*staged, target);
+    if (!lock) return ctx(lock.error());
+    targetLock.emplace(std::move(*lock));
     if (auto s = backend->cloneWritable(snap->dataDir(), staged->live); !s) return ctx(s.error());
     VMCKPT_TRY(fs::writeFileAtomic(staged->spec, spec.toJson().dump(2) + "\n"));
+    JournalEntry journal{.op = JournalOp::restore, .snapshotId = m.id, .keepPaused = opts.paused,
+                         .pid = ::getpid(), .started = nowIso()};
+    if (auto s = writeJournal(*staged, journal); !s) return ctx(s.error().context("journal"));
     if (::renameat2(AT_FDCWD, staged->dir.c_str(), AT_FDCWD, p.dir.c_str(), RENAME_NOREPLACE) != 0) {
       int err = errno;
       return ctx(err == EEXIST || err == ENOTEMPTY ? Error(Errc::alreadyExists, cat("a VM named ", target, " already exists"))
                                                    : Error::fromErrno(cat("rename ", staged->dir), err));
     }
     staged.emplace(p.dir);  // undo now removes the published directory
+    journalDone.emplace(std::function<void()>([&p] { (void)clearJournal(p); }));
   }
 
   // 2. QEMU on the clone, waiting for device state.

@@ -2,6 +2,7 @@
 // device-state migrate (x-ignore-shared: RAM is skipped) and the copy-on-write capture.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <dirent.h>
@@ -86,22 +87,33 @@ std::vector<std::string> dataFiles(const store::SnapshotEntry& s) {
 // Runs `migrate` to the device-state fd and waits until QEMU has written it. x-ignore-shared
 // leaves out the RAM (it is in the store), so the migration completes at once, and it stops
 // a running guest itself, just before it saves the devices: the pause starts there.
-Status migrateDeviceState(qmp::Client& c, pid_t qemuPid) {
+// Below this much free space a failed device-state write is reported as ENOSPC.
+constexpr unsigned long long kLowSpaceBytes = 4ull << 20;
+
+Status migrateDeviceState(qmp::Client& c, pid_t qemuPid, const std::string& devstateDir) {
   auto r = c.execute("migrate", {{"uri", cat("fd:", kDevstateFdName)}});
   if (!r) return fail(r.error());
   VMCKPT_TRY(faultPoint("mid-devstate", qemuPid));
   auto ev = c.waitEvent(
       [](const qmp::Event& e) {
         if (e.name != "MIGRATION") return false;
-        std::string s = e.data.value("status", "");
+        std::string s = qmp::stringField(e.data, "status");
         return s == "completed" || s == "failed" || s == "cancelled";
       },
       Deadline::in(kMigrateTimeout));
   if (!ev) return fail(ev.error().context("waiting for the device state"));
-  std::string status = ev->data.value("status", "");
+  std::string status = qmp::stringField(ev->data, "status");
   if (status != "completed") {
     std::string why = status;
-    if (auto q = c.execute("query-migrate"); q && q->is_object()) why = q->value("error-desc", status);
+    if (auto q = c.execute("query-migrate"); q && q->is_object()) why = qmp::stringField(*q, "error-desc", status);
+    // QEMU 7.2 gives no reason when writing the stream fails; a full store is the usual one.
+    struct statvfs sv{};
+    if (why == status && ::statvfs(devstateDir.c_str(), &sv) == 0) {
+      unsigned long long freeBytes = static_cast<unsigned long long>(sv.f_bavail) * sv.f_frsize;
+      if (freeBytes < kLowSpaceBytes)
+        return fail(Errc::io, cat("could not write the device state: No space left on device (", formatSize(freeBytes),
+                                  " free in the store)"), ENOSPC);
+    }
     return fail(Errc::processFailed, cat("device state migration ", status, ": ", why));
   }
   return {};
@@ -292,7 +304,7 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   });
   auto tDev = Clock::now();
   if (auto s = faultPoint("after-quiesce", qemuPid); !s) return ctx(s.error());
-  if (auto s = migrateDeviceState(c, qemuPid); !s) return ctx(s.error());
+  if (auto s = migrateDeviceState(c, qemuPid, tmp); !s) return ctx(s.error());
   if (m.wasRunning) {
     auto ev = c.waitEvent("STOP", Deadline::in(kEventTimeout));  // sent during the migration
     if (!ev) return ctx(ev.error().context("pause"));

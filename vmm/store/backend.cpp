@@ -32,6 +32,21 @@ Result<std::vector<std::string>> regularFiles(const std::string& dir) {
   return names;
 }
 
+// Snapshot files are the owner's alone (0600): QEMU creates some of what it writes with
+// its own umask (027 once daemonized), and a btrfs snapshot keeps the modes it finds.
+Status makeFilesPrivate(const std::string& dir) {
+  auto files = regularFiles(dir);
+  if (!files) return fail(files.error());
+  for (const auto& f : *files) {
+    std::string path = dir + "/" + f;
+    struct stat st{};
+    if (::lstat(path.c_str(), &st) != 0) return failErrno(cat("stat ", path), errno);
+    if ((st.st_mode & 077) != 0 && ::chmod(path.c_str(), st.st_mode & 0700) != 0)
+      return failErrno(cat("chmod ", path), errno);
+  }
+  return {};
+}
+
 class BtrfsBackend final : public Backend {
  public:
   StoreMode mode() const override { return StoreMode::btrfs; }
@@ -54,6 +69,7 @@ class BtrfsBackend final : public Backend {
     return {};
   }
   Status seal(const std::string& captured) const override {
+    VMCKPT_TRY(makeFilesPrivate(captured));
     VMCKPT_TRY(fs::syncFilesIn(captured));  // what was added after the capture
     auto e = btrfs_util_set_subvolume_read_only(captured.c_str(), true);
     if (e != BTRFS_UTIL_OK) return fail(btrfsError("make read-only", captured, e));
@@ -79,7 +95,10 @@ class FileBackend final : public Backend {
   Status capture(const std::string& live, const std::string& dest) const override {
     return copyAll(live, dest, 0400, fs::Sync::later);  // read-only, like a btrfs read-only snapshot
   }
-  Status seal(const std::string& captured) const override { return fs::syncFilesIn(captured); }
+  Status seal(const std::string& captured) const override {
+    VMCKPT_TRY(makeFilesPrivate(captured));
+    return fs::syncFilesIn(captured);
+  }
   Status cloneWritable(const std::string& captured, const std::string& dest) const override {
     return copyAll(captured, dest, 0600, fs::Sync::now);
   }

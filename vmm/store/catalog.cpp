@@ -86,11 +86,22 @@ Result<SnapshotEntry> Catalog::resolve(const std::string& ref) const {
 
 VerifyReport verifySnapshot(const SnapshotEntry& s) {
   VerifyReport r;
+  struct stat dst{};
+  if (::lstat(s.dataDir().c_str(), &dst) != 0 || !S_ISDIR(dst.st_mode)) {
+    r.problems.push_back(S_ISLNK(dst.st_mode) ? "data: is a symbolic link, not the snapshot's directory"
+                                              : "data: missing");
+    return r;
+  }
   for (const auto& f : s.manifest.files) {
     std::string path = s.dataDir() + "/" + f.name;
     struct stat st{};
-    if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (::lstat(path.c_str(), &st) != 0) {
       r.problems.push_back(cat(f.name, ": missing"));
+      continue;
+    }
+    if (!S_ISREG(st.st_mode)) {
+      r.problems.push_back(cat(f.name, S_ISLNK(st.st_mode) ? ": is a symbolic link, not a file of the snapshot"
+                                                           : ": is not a regular file"));
       continue;
     }
     if (static_cast<std::uint64_t>(st.st_size) != f.size) {

@@ -1,5 +1,7 @@
 #include "vmm/store/manifest.hpp"
 
+#include <sys/stat.h>
+
 #include "common/fs.hpp"
 #include "common/strings.hpp"
 
@@ -8,6 +10,20 @@ namespace {
 
 bool plainName(const std::string& n) {
   return !n.empty() && n.size() <= 255 && n.find('/') == std::string::npos && n != "." && n != "..";
+}
+
+// Every key a manifest of this format has. A key outside the list means another writer
+// (a newer vmckpt that forgot to bump the format, or a hand edit): refused, not ignored,
+// because restore acts on what the manifest says.
+constexpr std::string_view kKnownKeys[] = {
+    "format",         "id",    "vm",    "tag",     "parent",         "created",         "store_mode", "vmckpt_version",
+    "qemu",           "was_running", "spec", "files", "agent", "timings", "devstate_bytes", "exclusive_bytes",
+};
+
+bool knownKey(std::string_view k) {
+  for (auto known : kKnownKeys)
+    if (k == known) return true;
+  return false;
 }
 
 }  // namespace
@@ -59,6 +75,10 @@ Result<Manifest> Manifest::fromJson(const Json& j) {
     if (major > kFormatMajor || (major == kFormatMajor && minor > kFormatMinor))
       return fail(Errc::corrupt, cat("snapshot format ", major, ".", minor, " is newer than this vmckpt understands (",
                                      kFormatMajor, ".", kFormatMinor, "); upgrade vmckpt"));
+    for (auto it = j.begin(); it != j.end(); ++it)
+      if (!knownKey(it.key()))
+        return fail(Errc::corrupt, cat("manifest has an unknown key '", it.key().substr(0, 64),
+                                       "' (written by another program or edited by hand)"));
     Manifest m;
     m.id = j.at("id").get<std::string>();
     m.vm = j.at("vm").get<std::string>();
@@ -107,6 +127,10 @@ Result<Manifest> Manifest::fromJson(const Json& j) {
 }
 
 Result<Manifest> readManifest(const std::string& path) {
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    return fail(Errc::corrupt, cat(path, ": ", S_ISLNK(st.st_mode) ? "a symbolic link" : "not a regular file",
+                                   ", not a manifest vmckpt wrote"));
   auto text = fs::readFile(path, kMaxManifestBytes);
   if (!text) return fail(text.error());
   auto j = Json::parse(*text, nullptr, false);
