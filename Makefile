@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVMCKPT_WERROR=ON
 
-.PHONY: test-slow all deps build image test unit-test integration-test demo bench bench-smoke clean
+.PHONY: test-sanitize test-slow all deps build image test unit-test integration-test demo bench bench-smoke clean
 
 all: build
 
@@ -19,10 +19,21 @@ build: deps
 image: build
 	cmake --build $(BUILD_DIR) --target test-guest-image
 
-# Unit tests run in parallel; integration tests (real QEMU guests) one at a time.
-# The slow label (>= 100 crash trials) runs with make test-slow.
+# Unit tests run in parallel; integration tests (real QEMU guests) one at a time; then
+# the sanitizer build. The slow label (>= 100 crash trials) runs with make test-slow.
 test: build image
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(JOBS) -LE slow
+	$(MAKE) test-sanitize
+
+# ASan + UBSan build in $(SAN_DIR): every unit test and one snapshot/restore round trip
+# on a real guest (the vmckpt binary under test is the sanitized one). Any finding fails.
+SAN_DIR ?= build-asan
+SAN_ENV = ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+test-sanitize: deps
+	cmake -S . -B $(SAN_DIR) -DCMAKE_BUILD_TYPE=Debug -DVMCKPT_SANITIZE=ON -DVMCKPT_WERROR=ON
+	cmake --build $(SAN_DIR) -j$(JOBS)
+	$(SAN_ENV) ctest --test-dir $(SAN_DIR) --output-on-failure -j$(JOBS) -L unit
+	$(SAN_ENV) ctest --test-dir $(SAN_DIR) --output-on-failure -R 'SnapshotRoundTrip.KilledGuestComesBackExactlyWhereItWas/btrfs'
 
 test-slow: build image
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -L slow

@@ -32,6 +32,7 @@ std::string dispatchEvent(const Registration& reg, const wire::EventMsg& event) 
     case VMCKPT_FAILED:
       return wire::encodeReply(event.seq, wire::Outcome::failed,
                                std::string_view(reason.data(), ::strnlen(reason.data(), reason.size())));
+    case VMCKPT_RESULT_INT_RANGE_: break;
   }
   return wire::encodeReply(event.seq, wire::Outcome::failed,
                            "the hook returned an invalid result " + std::to_string(static_cast<int>(r)));

@@ -53,7 +53,11 @@ typedef enum vmckpt_result {
   VMCKPT_DONE = 0,     /* handled */
   VMCKPT_FAILED = 1,   /* could not; write a one-line reason. PRESUSPEND/PRECHECKPOINT
                           failures make the agent roll the quiesce back */
-  VMCKPT_NOT_MINE = 2  /* nothing to do for this process (e.g. the device is not in use) */
+  VMCKPT_NOT_MINE = 2, /* nothing to do for this process (e.g. the device is not in use) */
+  /* Not a result: makes every int a valid vmckpt_result, so that a C hook returning
+     something else (the agent reports it as a failure) is no undefined behaviour for the
+     C++ code that receives it. */
+  VMCKPT_RESULT_INT_RANGE_ = 0x7fffffff
 } vmckpt_result;
 
 /*
