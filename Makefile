@@ -60,4 +60,4 @@ bench-smoke: build image
 	$(BUILD_DIR)/bin/vmckpt-bench --smoke --out-dir $(BUILD_DIR)/bench-smoke
 
 clean:
-	rm -rf $(BUILD_DIR)
+	rm -rf $(BUILD_DIR) $(SAN_DIR)
