@@ -3,6 +3,8 @@
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVMCKPT_WERROR=ON
+# For the fuzzing summary: VMCKPT_FUZZ_SECONDS's default in tests/fuzz/CMakeLists.txt.
+FUZZ_SECONDS = 20
 
 .PHONY: test-sanitize test-slow all deps build image test unit-test integration-test demo bench bench-smoke clean
 
@@ -23,6 +25,8 @@ image: build
 # the sanitizer build. The slow label (>= 100 crash trials) runs with make test-slow.
 test: build image
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(JOBS) -LE slow
+	@awk '/Testing: fuzz\./{t=$$3} /stat::number_of_executed_units/{if (t != "") printf "fuzzing: %s ran %s inputs in $(FUZZ_SECONDS) s\n", t, $$2; t=""}' \
+	  $(BUILD_DIR)/Testing/Temporary/LastTest.log
 	$(MAKE) test-sanitize
 
 # ASan + UBSan build in $(SAN_DIR): every unit test and one snapshot/restore round trip
