@@ -135,6 +135,16 @@ Status writeFileAtomic(const std::string& path, const std::string& content, mode
   return fsyncDir(parentDir(path));
 }
 
+std::vector<std::string> entriesWithPrefix(const std::string& dir, std::string_view prefix) {
+  std::vector<std::string> out;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d))
+      if (std::string_view(e->d_name).starts_with(prefix)) out.push_back(e->d_name);
+    ::closedir(d);
+  }
+  return out;
+}
+
 Status makeDirs(const std::string& path, mode_t mode) {
   std::filesystem::path p(path);
   std::string cur;

@@ -4,6 +4,8 @@
 #include <sys/types.h>
 
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "common/error.hpp"
 
@@ -20,6 +22,9 @@ Status writeFileAtomic(const std::string& path, const std::string& content, mode
 
 // mkdir -p; sets `mode` on every directory it creates (and on the last one always).
 Status makeDirs(const std::string& path, mode_t mode = 0700);
+
+// Names in `dir` that start with `prefix` (none when `dir` cannot be read).
+std::vector<std::string> entriesWithPrefix(const std::string& dir, std::string_view prefix);
 
 // rm -rf; succeeds when the path does not exist.
 Status removeTree(const std::string& path);

@@ -1,6 +1,8 @@
 #include "common/fs.hpp"
 
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -65,4 +67,13 @@ TEST(Fs, CopyKeepsContentAndHoles) {
   auto missing = fs::cloneOrCopyFile(d.path() + "/nope", dst);
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code(), Errc::notFound);
+}
+
+TEST(Fs, EntriesWithPrefix) {
+  TempDir d;
+  for (const char* n : {".tmp-a", ".tmp-b", "tmp-c", "other"}) ASSERT_TRUE(fs::writeFileAtomic(d.path() + "/" + n, ""));
+  auto found = fs::entriesWithPrefix(d.path(), ".tmp-");
+  std::sort(found.begin(), found.end());
+  EXPECT_EQ(found, (std::vector<std::string>{".tmp-a", ".tmp-b"}));
+  EXPECT_TRUE(fs::entriesWithPrefix(d.path() + "/missing", ".tmp-").empty());
 }

@@ -1,7 +1,6 @@
 // VmManager::recover: what a killed vmckpt left behind, finished or rolled back. Runs under
 // the VM lock (lockVm calls it), so the process that wrote the journal is gone. Every step
 // is idempotent: a recovery that is itself killed is redone by the next command.
-#include <dirent.h>
 
 #include <chrono>
 #include <cstdio>
@@ -23,17 +22,6 @@ namespace vmckpt::vmm {
 namespace {
 
 using namespace std::chrono_literals;
-
-// Directory entries of `dir` whose names start with `prefix`.
-std::vector<std::string> entriesWithPrefix(const std::string& dir, std::string_view prefix) {
-  std::vector<std::string> out;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (dirent* e = ::readdir(d))
-      if (startsWith(e->d_name, prefix)) out.push_back(e->d_name);
-    ::closedir(d);
-  }
-  return out;
-}
 
 // The interrupted snapshot's QEMU: a migration still running is cancelled; a guest the
 // snapshot paused runs again; a guest the agent froze is thawed.
@@ -135,12 +123,12 @@ RecoveryReport VmManager::recoverLocked(const Held& held) {
   }
   // Whatever the journal says: no half-built snapshot stays, nor a restore's scratch copy
   // (only names vmckpt makes, under the VM lock, so nobody is using them).
-  for (const auto& n : entriesWithPrefix(p.snapshots, ".tmp-")) {
+  for (const auto& n : fs::entriesWithPrefix(p.snapshots, ".tmp-")) {
     (void)store::removeStoreTree(p.snapshots + "/" + n);
     r.actions.push_back(cat("removed the unpublished snapshot ", n.substr(5)));
   }
   if (fs::exists(p.live)) {
-    for (const auto& n : entriesWithPrefix(p.dir, ".live-")) {
+    for (const auto& n : fs::entriesWithPrefix(p.dir, ".live-")) {
       if (!isRestoreScratchName(n)) continue;
       (void)store::removeStoreTree(p.dir + "/" + n);
       r.actions.push_back(cat("removed ", n));

@@ -1,6 +1,5 @@
 // VmManager::restore: a writable clone of the snapshot becomes the VM's live directory,
 // QEMU maps the cloned RAM file (pages fault in lazily) and loads only device state.
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -86,20 +85,11 @@ void prefetchBootFiles(const VmPaths& p) {
 // vmckpt killed before the rename leaves that directory. Removed once its process is gone
 // (only names of that form, directly under vms/).
 void removeStaleRestoreDirs(const std::string& vmsDir) {
-  DIR* d = ::opendir(vmsDir.c_str());
-  if (!d) return;
-  std::vector<std::string> stale;
-  while (dirent* e = ::readdir(d)) {
-    std::string_view n = e->d_name;
-    if (!startsWith(n, ".restore-")) continue;
-    auto dash = n.rfind('-');
+  for (const auto& n : fs::entriesWithPrefix(vmsDir, ".restore-")) {
     long pid = 0;
-    for (char ch : n.substr(dash + 1)) pid = (ch >= '0' && ch <= '9' && pid < (1L << 30)) ? pid * 10 + (ch - '0') : -1;
-    if (pid > 0 && pid != ::getpid() && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
-      stale.emplace_back(n);
-  }
-  ::closedir(d);
-  for (const auto& n : stale) {
+    for (char ch : std::string_view(n).substr(n.rfind('-') + 1))
+      pid = (ch >= '0' && ch <= '9' && pid < (1L << 30)) ? pid * 10 + (ch - '0') : -1;
+    if (pid <= 0 || pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
     if (auto s = store::removeStoreTree(vmsDir + "/" + n); s) log::info("removed ", n, " left by an interrupted restore --as");
   }
 }
