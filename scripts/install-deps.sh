@@ -13,6 +13,7 @@ PKGS=(
   procps util-linux iproute2
   clang-14 libclang-rt-14-dev
   gnuplot-nox
+  python3 khronos-api libegl-dev libgl-dev libopengl-dev libegl-mesa0 libgl1-mesa-dri
 )
 
 missing=()
