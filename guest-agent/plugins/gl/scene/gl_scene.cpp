@@ -103,6 +103,7 @@ struct Options {
   bool printRenderer = false;
   bool fps = false;
   bool loop = false;
+  uint64_t crcEvery = 0;  // 0: no 'frame=<n> crc=' lines (--loop: 50 unless given)
   bool stats = false;
 };
 
@@ -142,6 +143,9 @@ void printHelp() {
       "  --loop                    render until SIGTERM/SIGINT (ignores --frames); for frame\n"
       "                            n = 0, 50, 100, ... print 'frame=<n> crc=<crc32>' (zlib\n"
       "                            CRC-32 of that frame's pixels, 8 hex digits)\n"
+      "  --crc-every N             print 'frame=<n> crc=<crc32>' for every frame n that is a\n"
+      "                            multiple of N (n = 0, N, 2N, ...), with or without --loop\n"
+      "                            (default: 50 with --loop, none without)\n"
       "  --stats                   debug: print 'frame=<n> colors=<distinct colors>' per frame\n"
       "                            and the GL version at start\n"
       "  --help                    show this help\n"
@@ -242,6 +246,8 @@ Options parseArgs(int argc, char** argv) {
       flag(o.fps);
     } else if (name == "--loop") {
       flag(o.loop);
+    } else if (name == "--crc-every") {
+      o.crcEvery = parseCount(name, takeValue(), 1, 1000000000);
     } else if (name == "--stats") {
       flag(o.stats);
     } else if (arg.starts_with("-")) {
@@ -262,6 +268,7 @@ Options parseArgs(int argc, char** argv) {
     std::fprintf(stderr, "%s: note: --loop renders until SIGTERM/SIGINT; --frames is ignored\n", kProg);
   }
   if (o.size == 0) o.size = o.scene == SceneKind::Heavy ? 64 : 128;
+  if (o.loop && o.crcEvery == 0) o.crcEvery = 50;
   return o;
 }
 
@@ -1336,15 +1343,15 @@ int main(int argc, char** argv) {
     scene->render(frame);
     ++rendered;
 
-    const bool loopCrc = opt.loop && frame % 50 == 0;
-    if (out || opt.stats || loopCrc) {
+    const bool printCrc = opt.crcEvery != 0 && frame % opt.crcEvery == 0;
+    if (out || opt.stats || printCrc) {
       glBindFramebuffer(GL_READ_FRAMEBUFFER, scene->outputFbo());
       glReadPixels(0, 0, opt.size, opt.size, GL_RGBA, GL_UNSIGNED_BYTE, pixels.data());
       if (out && std::fwrite(pixels.data(), 1, frameBytes, out) != frameBytes)
         die(1, "writing %s: %s", opt.out.c_str(), std::strerror(errno));
       if (opt.stats)
         say("frame=%llu colors=%zu", static_cast<unsigned long long>(frame), distinctColors(pixels));
-      if (loopCrc)
+      if (printCrc)
         say("frame=%llu crc=%08x", static_cast<unsigned long long>(frame), crc32(pixels.data(), frameBytes));
     }
 
