@@ -160,8 +160,10 @@ void Client::queueEvent(const Json& msg) {
   ev.name = msg["event"].get<std::string>();
   if (auto d = msg.find("data"); d != msg.end()) ev.data = *d;
   if (auto ts = msg.find("timestamp"); ts != msg.end() && ts->is_object()) {
-    long long s = intField(*ts, "seconds"), us = intField(*ts, "microseconds");
-    ev.timestampUs = s * 1000000LL + us;
+    // QEMU's clock, from an untrusted peer: out-of-range values mean "no timestamp"
+    // (0), not an overflow. 10^12 s is some 31,700 years.
+    const long long s = intField(*ts, "seconds"), us = intField(*ts, "microseconds");
+    if (s >= 0 && s < 1000000000000LL && us >= 0 && us < 1000000) ev.timestampUs = s * 1000000LL + us;
   }
   log::debug("qmp event ", ev.name);
   if (events_.size() >= kMaxQueuedEvents) {

@@ -457,6 +457,8 @@ TEST(QmpClient, MembersOfTheWrongTypeReadAsAbsent) {
     Json caps = s.readRequest();
     s.sendLine(Json({{"return", Json::object()}, {"id", caps["id"]}}).dump());
     s.sendLine(R"({"event": "STOP", "timestamp": {"seconds": "soon", "microseconds": [1]}, "data": "not an object"})");
+    // Found by the qmp_reply fuzzer: seconds * 10^6 overflowed (UBSan).
+    s.sendLine(R"({"event": "RESUME", "timestamp": {"seconds": 9223372036854775807, "microseconds": 999999}})");
   });
   auto c = qmp::Client::handshake(srv.takeClientEnd(), Deadline::in(2s));
   ASSERT_TRUE(c) << c.error().message();
@@ -466,6 +468,9 @@ TEST(QmpClient, MembersOfTheWrongTypeReadAsAbsent) {
   ASSERT_TRUE(stop) << stop.error().message();
   EXPECT_EQ(stop->timestampUs, 0);
   EXPECT_EQ(qmp::stringField(stop->data, "status", "none"), "none");
+  auto resume = c->waitEvent("RESUME", Deadline::in(1s));
+  ASSERT_TRUE(resume) << resume.error().message();
+  EXPECT_EQ(resume->timestampUs, 0);
   srv.join();
 
   EXPECT_EQ(qmp::stringField(Json::parse(R"({"status": 3})"), "status", "x"), "x");
