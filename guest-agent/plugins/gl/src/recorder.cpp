@@ -265,14 +265,17 @@ void Recorder::created(Ns, GLuint) {}
 
 void Recorder::deleted(Ns ns, GLuint virt) {
   if (virt == 0) return;
-  // GL unbinds a deleted object from the context's binding points.
+  // GL unbinds a deleted object from the context's binding points; except a program,
+  // which stays in use until another one is (its binding entry holds a reference).
   std::vector<Key> unbound;
   for (auto& [bk, v] : bindings_) {
+    if (ns == Ns::Program) break;
     if (v != virt || static_cast<Ns>(bk >> 56) != ns) continue;
     v = 0;
   }
   for (auto& [k, e] : log_)
-    if (k.ns == Ns::None && (k.group == Group::Bind || k.group == Group::BindIndexed) &&
+    if (ns != Ns::Program && k.ns == Ns::None &&
+        (k.group == Group::Bind || k.group == Group::BindIndexed) &&
         static_cast<Ns>(e.key.sel[0]) == ns && decode<GLuint>(e.a[1]) == virt)
       unbound.push_back(k);
   for (const Key& k : unbound) erase(k);
@@ -323,6 +326,7 @@ void Recorder::bound(Cmd cmd, Ns ns, GLenum target, GLuint virt,
   e.key.sel[e.key.n++] = target;
   if (extra.size() > 0) e.key.sel[e.key.n++] = *extra.begin();  // the index
   e.key.sel[e.key.n++] = unit;
+  if (ns == Ns::Program) addRef(e, Ns::Program, virt);
   commit(e);
 }
 

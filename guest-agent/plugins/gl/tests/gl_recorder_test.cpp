@@ -142,6 +142,21 @@ TEST_F(RecorderTest, BoundedByLiveStateNotByFramesRendered) {
   EXPECT_EQ(rec.bytes(), after10);
 }
 
+TEST_F(RecorderTest, ADeletedProgramStaysInUseUntilAnotherIsUsed) {
+  const GLuint prog = gen(Ns::Program, 4);
+  rec.bound(Cmd::UseProgram, Ns::Program, 0, prog);
+  uniform(1, 2.0f);
+  rec.deleted(Ns::Program, prog);
+  EXPECT_EQ(rec.binding(Ns::Program, 0), prog);
+  EXPECT_TRUE(rec.isZombie(Ns::Program, prog));
+  EXPECT_EQ(rec.size(), 2u) << "its binding and its uniform";
+  const GLuint other = gen(Ns::Program, 5);
+  rec.bound(Cmd::UseProgram, Ns::Program, 0, other);
+  EXPECT_FALSE(rec.isZombie(Ns::Program, prog));
+  EXPECT_EQ(names.find(Ns::Program, prog), nullptr);
+  EXPECT_EQ(rec.size(), 1u);
+}
+
 TEST_F(RecorderTest, ImageSizesFollowThePixelUnpackState) {
   // 13x10 RGB bytes: rows of 39 bytes padded to 40 with the default alignment of 4.
   EXPECT_EQ(rec.pixelBytes(GL_RGB, GL_UNSIGNED_BYTE, 13, 10, 1), 9u * 40 + 39);
