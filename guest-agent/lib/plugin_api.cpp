@@ -25,8 +25,11 @@ struct Global {
 };
 
 Global& global() {
-  static Global g;  // never destroyed before unregister: function-local, first use
-  return g;
+  // Never destroyed: a process may exit without vmckpt_unregister, and destroying a
+  // joinable std::thread at exit would end it in std::terminate. The event thread ends
+  // with the process; the agent sees the connection close.
+  static Global* g = new Global;
+  return *g;
 }
 
 std::string agentSocketPath() {
