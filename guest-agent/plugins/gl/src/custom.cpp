@@ -121,11 +121,7 @@ VMCKPT_GL_EXPORT GLint glGetUniformLocation(GLuint program, const GLchar* name) 
   if (n.remapped()) {
     // After a restart the application's locations are the first context's: hand out the
     // one it had for this name, or a fresh one that cannot collide.
-    virt = -1;
-    for (GLint loc = 0; loc < 4096 && virt < 0; ++loc) {
-      const std::string* known = n.locationName(program, loc);
-      if (known && *known == name) virt = loc;
-    }
+    virt = n.locationOf(program, name);
     if (virt < 0) {
       virt = 4096;
       while (n.locationName(program, virt)) ++virt;

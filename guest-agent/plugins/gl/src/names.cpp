@@ -81,6 +81,21 @@ const std::string* Names::locationName(GLuint program, GLint location) const {
   return it == locationNames_.end() ? nullptr : &it->second;
 }
 
+GLint Names::locationOf(GLuint program, const char* name) const {
+  for (auto it = locationNames_.lower_bound({program, INT32_MIN});
+       it != locationNames_.end() && it->first.first == program; ++it)
+    if (it->second == name) return it->first.second;
+  return -1;
+}
+
+std::vector<std::pair<GLint, std::string>> Names::locations(GLuint program) const {
+  std::vector<std::pair<GLint, std::string>> out;
+  for (auto it = locationNames_.lower_bound({program, INT32_MIN});
+       it != locationNames_.end() && it->first.first == program; ++it)
+    out.emplace_back(it->first.second, it->second);
+  return out;
+}
+
 GLint Names::locationToReal(GLuint program, GLint location) const {
   if (!remapped_ || location < 0) return location;
   auto it = realLocations_.find({program, location});

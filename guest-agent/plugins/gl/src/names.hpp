@@ -50,6 +50,10 @@ class Names {
   // first restart; afterwards it is looked up by the uniform's name.
   void noteLocation(GLuint program, GLint location, const char* name);
   const std::string* locationName(GLuint program, GLint location) const;
+  // The application's location for a uniform name of a program, or -1.
+  GLint locationOf(GLuint program, const char* name) const;
+  // The (location, name) pairs noted for a program.
+  std::vector<std::pair<GLint, std::string>> locations(GLuint program) const;
   void setRealLocation(GLuint program, GLint location, GLint driverLocation) {
     realLocations_[{program, location}] = driverLocation;
   }

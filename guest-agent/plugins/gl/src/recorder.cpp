@@ -261,8 +261,6 @@ void Recorder::dropObject(Ns ns, GLuint obj) {
   names_.remove(ns, obj);
 }
 
-void Recorder::created(Ns, GLuint) {}
-
 void Recorder::deleted(Ns ns, GLuint virt) {
   if (virt == 0) return;
   // GL unbinds a deleted object from the context's binding points; except a program,

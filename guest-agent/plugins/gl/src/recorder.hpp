@@ -107,7 +107,6 @@ class Recorder {
   void commit(Entry& e);
 
   // --- used by the hand-written wrappers --------------------------------------------------
-  void created(Ns ns, GLuint virt);
   void deleted(Ns ns, GLuint virt);
   // A binding changed: records it (key per target, and per unit for textures/samplers).
   void bound(Cmd cmd, Ns ns, GLenum target, GLuint virt, std::initializer_list<std::uint64_t> extra = {});

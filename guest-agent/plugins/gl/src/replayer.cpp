@@ -198,10 +198,8 @@ void Replayer::replayObjectEntry(const Entry& e) {
 // Uniform locations of a program just linked in the new context, by uniform name.
 void Replayer::relocate(GLuint program) {
   const GLuint r = names_.toReal(Ns::Program, program);
-  for (GLint loc = 0; loc < 4096; ++loc) {
-    const std::string* name = names_.locationName(program, loc);
-    if (name) names_.setRealLocation(program, loc, real.GetUniformLocation(r, name->c_str()));
-  }
+  for (const auto& [loc, name] : names_.locations(program))
+    names_.setRealLocation(program, loc, real.GetUniformLocation(r, name.c_str()));
 }
 
 void Replayer::replayGlobalEntry(const Entry& e) {
