@@ -29,6 +29,8 @@ namespace {
 
 const std::vector<std::string> kAllMethods = {"vmckpt-btrfs",         "vmckpt-reflink-xfs",       "vmckpt-copy",
                                               "qemu-migrate-to-file", "qemu-background-snapshot", "qemu-snapshot-save"};
+// Methods run only when named (--methods, --live): not part of the default comparison.
+const std::vector<std::string> kOptionalMethods = {"vmckpt-live"};
 
 struct Options {
   std::vector<std::uint64_t> sizes = {1ull << 30, 2ull << 30, 4ull << 30};
@@ -39,7 +41,8 @@ struct Options {
   bool runtime = true;
   RuntimeCostOptions rc;
   std::string outDir = "bench/results";
-  std::string stem;  // default: date-time
+  std::string stem;  // default: date-time + stemSuffix
+  std::string stemSuffix;
   bool plot = true;
   std::string guest = VMCKPT_TEST_GUEST_DIR;
   std::string reportFrom;  // --report: only rewrite .md/.png from this JSON
@@ -79,7 +82,8 @@ const char* kHelp =
     "  --runs N              repetitions per method (default 5)\n"
     "  --methods LIST        subset of: vmckpt-btrfs, vmckpt-reflink-xfs, vmckpt-copy,\n"
     "                        qemu-migrate-to-file, qemu-background-snapshot,\n"
-    "                        qemu-snapshot-save (default all)\n"
+    "                        qemu-snapshot-save (default all of these), and\n"
+    "                        vmckpt-live (snapshot --live of an anonymous-RAM guest)\n"
     "  --scaling SIZE        also one guest of SIZE (e.g. 16G), 1/8 of it written,\n"
     "                        vmckpt-btrfs and qemu-migrate-to-file only\n"
     "  --scaling-runs N      repetitions for the scaling check (default 3)\n"
@@ -96,6 +100,11 @@ const char* kHelp =
     "  --no-plot             skip the PNG\n"
     "  --smoke               one 512 MiB guest, one run, every method, short runtime\n"
     "                        check (the test suite runs this)\n"
+    "  --live                the fast path against snapshot --live: vmckpt-btrfs and\n"
+    "                        vmckpt-live on one 1 GiB guest size (512 MiB written),\n"
+    "                        5 runs each, no runtime cost, no plot; STEM defaults to\n"
+    "                        the UTC date and time + \".live\" (sizes and runs can\n"
+    "                        still be given after it)\n"
     "  --guest DIR           test guest kernel+initrd (default: the build's)\n"
     "  --report FILE.json    measure nothing: rewrite FILE.md and FILE.png from FILE.json\n"
     "\n"
@@ -118,7 +127,9 @@ Options parse(int argc, char** argv) {
     } else if (a == "--methods") {
       o.methods.clear();
       for (const auto& m : split(next(), ',')) {
-        if (std::find(kAllMethods.begin(), kAllMethods.end(), m) == kAllMethods.end()) usageError(cat("unknown method ", m));
+        if (std::find(kAllMethods.begin(), kAllMethods.end(), m) == kAllMethods.end() &&
+            std::find(kOptionalMethods.begin(), kOptionalMethods.end(), m) == kOptionalMethods.end())
+          usageError(cat("unknown method ", m));
         o.methods.push_back(m);
       }
     } else if (a == "--scaling") o.scalingSize = sizeArg(next());
@@ -141,6 +152,14 @@ Options parse(int argc, char** argv) {
       o.rc.memoryBytes = 512ull << 20;
       o.rc.seconds = 3;
       o.rc.runs = 1;
+    } else if (a == "--live") {
+      o.sizes = {1ull << 30};
+      o.runs = 5;
+      o.methods = {"vmckpt-btrfs", "vmckpt-live"};
+      o.scalingSize = 0;
+      o.runtime = false;
+      o.plot = false;
+      o.stemSuffix = ".live";
     } else if (a == "--help" || a == "-h") {
       std::fputs(kHelp, stdout);
       std::exit(0);
@@ -202,6 +221,7 @@ Json runSize(const Options& o, std::uint64_t memBytes, std::uint64_t writtenMib,
   if (in("vmckpt-btrfs")) stores.push_back(VmckptStore::btrfs);
   if (in("vmckpt-reflink-xfs")) stores.push_back(VmckptStore::reflinkXfs);
   if (in("vmckpt-copy")) stores.push_back(VmckptStore::copy);
+  if (in("vmckpt-live")) stores.push_back(VmckptStore::btrfsLive);
   std::vector<QemuMethod> qemu;
   if (in("qemu-migrate-to-file")) qemu.push_back(QemuMethod::migrateToFile);
   if (in("qemu-background-snapshot")) qemu.push_back(QemuMethod::backgroundSnapshot);
@@ -260,7 +280,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "vmckpt-bench: error: no test guest in %s (run make image)\n", o.guest.c_str());
     return 1;
   }
-  if (o.stem.empty()) o.stem = defaultStem();
+  if (o.stem.empty()) o.stem = defaultStem() + o.stemSuffix;
   if (auto s = fs::makeDirs(o.outDir, 0755); !s) {
     std::fprintf(stderr, "vmckpt-bench: error: %s\n", s.error().message().c_str());
     return 1;

@@ -122,6 +122,7 @@ class BaselineHost {
     (void)check(vmm::StoreRoot::open(home_), "store");  // the KVM probe cache lives there
     spec_.name = "baseline";
     spec_.memoryBytes = r.memoryBytes;
+    spec_.ram = vmm::RamBackend::anon;  // QEMU's default, what a user without vmckpt has
     spec_.kernelBoot = true;
     spec_.hasInitrd = true;
     spec_.append = cat("console=ttyS0 quiet vmckpt.workload=memtest vmckpt.memtest=--mib,", r.writtenMib);
@@ -147,7 +148,7 @@ class BaselineHost {
 
   // Boots the guest to be snapshotted and waits until it wrote its pattern.
   vmm::BootedQemu bootGuest() {
-    auto booted = check(vmm::bootQemu(spec_, guest_, {home_, false, "", true}), "boot the baseline guest");
+    auto booted = check(vmm::bootQemu(spec_, guest_, {home_, false, ""}), "boot the baseline guest");
     Console con(guest_);
     size_t at = con.waitForEither("memtest: filled", "memtest: error", 0, 1800s);
     con.waitFor("counter 1", at, 120s);
@@ -215,7 +216,7 @@ double restoreFromFile(BaselineHost& h, const std::string& machine, const std::s
   Console con(p);
   size_t at = con.size();
   auto t0 = Clock::now();
-  auto r = check(vmm::bootQemu(h.spec(), p, {h.home(), true, machine, true}), "boot QEMU -incoming");
+  auto r = check(vmm::bootQemu(h.spec(), p, {h.home(), true, machine}), "boot QEMU -incoming");
   auto& c = r.qmp();
   check(c.execute("migrate-set-capabilities", {{"capabilities", {{{"capability", "events"}, {"state", true}}}}}),
         "migration events");
@@ -262,7 +263,7 @@ double snapshotLoad(BaselineHost& h, const std::string& machine, const std::stri
   Console con(p);
   size_t at = con.size();
   auto t0 = Clock::now();
-  auto r = check(vmm::bootQemu(spec, p, {h.home(), false, machine, true}), "boot QEMU -S");
+  auto r = check(vmm::bootQemu(spec, p, {h.home(), false, machine}), "boot QEMU -S");
   auto& c = r.qmp();
   runJob(c, "snapshot-load",
          {{"job-id", "load"}, {"tag", tag}, {"vmstate", kDiskNode}, {"devices", Json::array({kDiskNode})}}, "load");

@@ -18,6 +18,7 @@ std::string storeKey(VmckptStore s) {
     case VmckptStore::btrfs: return "vmckpt-btrfs";
     case VmckptStore::reflinkXfs: return "vmckpt-reflink-xfs";
     case VmckptStore::copy: return "vmckpt-copy";
+    case VmckptStore::btrfsLive: return "vmckpt-live";
   }
   return "?";
 }
@@ -27,6 +28,7 @@ std::string storeLabel(VmckptStore s) {
     case VmckptStore::btrfs: return "vmckpt, Btrfs";
     case VmckptStore::reflinkXfs: return "vmckpt, reflink (XFS)";
     case VmckptStore::copy: return "vmckpt, copy mode";
+    case VmckptStore::btrfsLive: return "vmckpt --live (anonymous RAM), Btrfs";
   }
   return "?";
 }
@@ -36,20 +38,30 @@ vmm::store::StoreMode storeMode(VmckptStore s) {
     case VmckptStore::btrfs: return vmm::store::StoreMode::btrfs;
     case VmckptStore::reflinkXfs: return vmm::store::StoreMode::reflink;
     case VmckptStore::copy: return vmm::store::StoreMode::copy;
+    case VmckptStore::btrfsLive: return vmm::store::StoreMode::btrfs;
   }
   return vmm::store::StoreMode::copy;
+}
+
+vmm::SnapshotOptions snapshotOptions(VmckptStore s) {
+  vmm::SnapshotOptions o;
+  o.mode = storeMode(s);
+  o.live = s == VmckptStore::btrfsLive;
+  return o;
 }
 
 // A booted guest in a fresh store on its own loop filesystem; stopped (forced) on exit.
 class BenchVm {
  public:
-  BenchVm(const SizeRun& r, const std::string& fsType, vmm::store::StoreMode mode, std::uint64_t fsBytes) {
+  BenchVm(const SizeRun& r, const std::string& fsType, vmm::store::StoreMode mode, vmm::RamBackend ram,
+          std::uint64_t fsBytes) {
     lfs_ = check(test::LoopFs::create(fsType, fsBytes), cat(fsType, " loop filesystem"));
     home_ = lfs_->mountPoint() + "/vmckpt";
     mgr_.emplace(check(vmm::StoreRoot::open(home_), "store"));
     vmm::CreateRequest req;
     req.spec.name = kVm;
     req.spec.memoryBytes = r.memoryBytes;
+    req.spec.ram = ram;
     req.spec.append = cat("console=ttyS0 quiet vmckpt.workload=memtest vmckpt.memtest=--mib,", r.writtenMib);
     req.kernel = r.guestDir + "/kernel";
     req.initrd = r.guestDir + "/initrd";
@@ -80,11 +92,11 @@ class BenchVm {
 // Snapshots `r.runs` times (each after the guest dirtied r.dirtyMib), then restores the
 // last one `r.runs` times, checking the guest's memory after each.
 void measure(BenchVm& vm, const SizeRun& r, VmckptStore s, MethodResult& m) {
-  vmm::SnapshotOptions opts;
-  opts.mode = storeMode(s);
+  const vmm::SnapshotOptions opts = snapshotOptions(s);
   DiskMeter meter = vm.meter();
   std::string lastId;
   std::vector<std::string> taken;
+  std::vector<double> streamMs;
   for (int i = 0; i < r.runs; ++i) {
     vm.console().dirty(r.dirtyMib, 600s);
     std::uint64_t before = meter.bytesWritten();
@@ -99,6 +111,7 @@ void measure(BenchVm& vm, const SizeRun& r, VmckptStore s, MethodResult& m) {
     m.writtenBytes.push_back(static_cast<double>(written));
     m.secondSnapshotBytes.push_back(static_cast<double>(snap.manifest.exclusiveBytes));
     m.extra["devstate_bytes"] = snap.manifest.devstateBytes;
+    if (opts.live) streamMs.push_back(t.streamMs);
     std::fprintf(stderr, "   %s snapshot %d: pause %.1f ms, total %.0f ms, wrote %.1f MiB, costs %.1f MiB\n",
                  m.method.c_str(), i + 1, t.pauseMs, total, static_cast<double>(written) / (1 << 20),
                  static_cast<double>(snap.manifest.exclusiveBytes) / (1 << 20));
@@ -129,6 +142,7 @@ void measure(BenchVm& vm, const SizeRun& r, VmckptStore s, MethodResult& m) {
                  m.method.c_str(), i + 1, rr.restoreMs, rr.phases.cloneMs, rr.phases.qemuStartMs,
                  rr.phases.devstateMs, rr.phases.contMs);
   }
+  if (opts.live) m.extra["stream_ms"] = stats(streamMs);  // migrate to the stream's end, the guest running
   m.extra["restore_phases_ms"] = {{"clone", stats(phases[0])},
                                   {"qemu_start", stats(phases[1])},
                                   {"devstate", stats(phases[2])},
@@ -143,19 +157,20 @@ std::vector<MethodResult> runVmckpt(const SizeRun& r, const std::vector<VmckptSt
   // Room for the RAM file, a few copy-mode snapshots of it and the restores' clones.
   const std::uint64_t fsBytes = r.memoryBytes * 5 + (8ull << 30);
 
-  auto runGroup = [&](const std::string& fsType, vmm::store::StoreMode vmMode, std::vector<VmckptStore> group) {
+  auto runGroup = [&](const std::string& fsType, vmm::store::StoreMode vmMode, std::vector<VmckptStore> group,
+                      vmm::RamBackend ram = vmm::RamBackend::file) {
     std::vector<MethodResult> results;
     for (auto s : group) results.push_back({storeKey(s), storeLabel(s)});
     size_t next = 0;
     try {
-      BenchVm vm(r, fsType, vmMode, fsBytes);
+      BenchVm vm(r, fsType, vmMode, ram, fsBytes);
       for (; next < group.size(); ++next) {
         auto& m = results[next];
         m.extra["filesystem"] = fsType;
         m.extra["accel"] = vm.accel();
         if (next == 0) {  // the first snapshot after boot flushes all the written RAM
           std::uint64_t before = vm.meter().bytesWritten();
-          auto first = check(vm.mgr().snapshot(kVm, {.mode = storeMode(group[0])}), "first snapshot");
+          auto first = check(vm.mgr().snapshot(kVm, snapshotOptions(group[0])), "first snapshot");
           syncFs(vm.home());
           m.extra["first_snapshot"] = {{"pause_ms", first.manifest.timings.pauseMs},
                                        {"vmckpt_total_ms", first.manifest.timings.totalMs},
@@ -190,6 +205,8 @@ std::vector<MethodResult> runVmckpt(const SizeRun& r, const std::vector<VmckptSt
   if (has(VmckptStore::reflinkXfs)) xfs.push_back(VmckptStore::reflinkXfs);
   if (has(VmckptStore::copy)) xfs.push_back(VmckptStore::copy);
   if (!xfs.empty()) runGroup("xfs", vmm::store::StoreMode::reflink, xfs);
+  if (has(VmckptStore::btrfsLive))
+    runGroup("btrfs", vmm::store::StoreMode::btrfs, {VmckptStore::btrfsLive}, vmm::RamBackend::anon);
   return out;
 }
 

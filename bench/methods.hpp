@@ -36,10 +36,11 @@ struct MethodResult {
   Json toJson() const;
 };
 
-enum class VmckptStore { btrfs, reflinkXfs, copy };
+enum class VmckptStore { btrfs, reflinkXfs, copy, btrfsLive };
 
 // vmckpt's own snapshot and restore, its store on a loop filesystem made here.
-// btrfs: Btrfs, subvolume snapshot; reflinkXfs: XFS, FICLONE; copy: XFS, physical copy.
+// btrfs: Btrfs, subvolume snapshot; reflinkXfs: XFS, FICLONE; copy: XFS, physical copy;
+// btrfsLive: `snapshot --live` (background-snapshot) of a guest with anonymous RAM, Btrfs.
 // reflinkXfs and copy share one guest (copy follows reflink) when both are asked for.
 std::vector<MethodResult> runVmckpt(const SizeRun& r, const std::vector<VmckptStore>& stores);
 

@@ -61,6 +61,22 @@ void table(std::string& out, const Json& sizes) {
   }
 }
 
+// snapshot --live (vmckpt-live) against the fast path, where a run has both.
+void liveAgainstFastPath(std::string& out, const Json& sizes) {
+  std::string lines;
+  for (const auto& s : sizes) {
+    const Json* live = findMethod(s, "vmckpt-live");
+    const Json* fast = findMethod(s, kVmckptMethod);
+    if (!live || !fast || !(*live)["ok"].get<bool>() || !(*fast)["ok"].get<bool>()) continue;
+    lines += cat("- ", s["memory_mib"].get<std::uint64_t>(), " MiB guest: pause ",
+                 fmt("%.1f", median(*live, "pause_ms")), " ms against ", fmt("%.1f", median(*fast, "pause_ms")),
+                 " ms, snapshot total ", fmt("%.0f", median(*live, "total_ms")), " ms against ",
+                 fmt("%.0f", median(*fast, "total_ms")), " ms, restore ", fmt("%.0f", median(*live, "restore_ms")),
+                 " ms against ", fmt("%.0f", median(*fast, "restore_ms")), " ms\n");
+  }
+  if (!lines.empty()) out += cat("\nsnapshot --live (anonymous RAM) against the fast path (RAM file), medians:\n\n", lines);
+}
+
 }  // namespace
 
 Json ratiosAt(const Json& size) {
@@ -84,6 +100,9 @@ std::string markdownReport(const Json& res) {
              " runs per method: median (min–max).\n\n");
   if (!res["sizes"].empty()) {
     table(out, res["sizes"]);
+    liveAgainstFastPath(out, res["sizes"]);
+  }
+  if (!res["sizes"].empty() && findMethod(res["sizes"][0], kBaselineMethod)) {
     out += "\nRatios (QEMU stop+migrate-to-file ÷ vmckpt on Btrfs, medians of the same run):\n\n";
     for (const auto& s : res["sizes"]) {
       Json r = ratiosAt(s);

@@ -55,3 +55,13 @@ TEST(BenchReport, AFailedMethodStaysInTheTableWithItsReason) {
   EXPECT_NE(md.find("**failed**: migration to file: No space left on device"), std::string::npos) << md;
   EXPECT_NE(md.find("pause n/a, restore n/a"), std::string::npos) << md;
 }
+
+TEST(BenchReport, LiveSnapshotsStandAgainstTheFastPathWithoutABaseline) {
+  Json r = result({method(kVmckptMethod, 20, 60), method("vmckpt-live", 12, 900)});
+  std::string md = markdownReport(r);
+  EXPECT_NE(md.find("- 4096 MiB guest: pause 12.0 ms against 20.0 ms, snapshot total 20 ms against 20 ms, restore 900 ms "
+                    "against 60 ms"),
+            std::string::npos)
+      << md;
+  EXPECT_EQ(md.find("Ratios"), std::string::npos) << "no QEMU baseline in this run: " << md;
+}

@@ -322,7 +322,11 @@ Json measureRuntimeCost(const RuntimeCostOptions& o) {
   check(fs::cloneOrCopyFile(p.kernel, scratch.kernel), "scratch kernel");
   check(fs::cloneOrCopyFile(p.initrd, scratch.initrd), "scratch initrd");
   auto specText = check(fs::readFile(p.spec), "read spec");
-  const vmm::VmSpec spec = check(vmm::VmSpec::fromJson(Json::parse(specText)), "spec");
+  const vmm::VmSpec spec = [&] {
+    vmm::VmSpec s = check(vmm::VmSpec::fromJson(Json::parse(specText)), "spec");
+    s.ram = vmm::RamBackend::anon;
+    return s;
+  }();
 
   std::string loopMode = "buffered";
   if (o.loopDirectIo) {
@@ -352,7 +356,7 @@ Json measureRuntimeCost(const RuntimeCostOptions& o) {
       Sample s;
       if (b == Backing::anon) {
         check(fs::removeFile(scratch.serialLog), "old serial log");
-        auto booted = check(vmm::bootQemu(spec, scratch, {home, false, "", true}), "boot (anonymous RAM)");
+        auto booted = check(vmm::bootQemu(spec, scratch, {home, false, ""}), "boot (anonymous RAM)");
         s = exercise(Console(scratch), booted.pid(), disk, o);
       } else {  // (`booted` is gone: that QEMU was killed)
         std::optional<WritebackTuning> tuning;

@@ -1,4 +1,4 @@
-// vmckpt create NAME --memory SIZE [--vcpus N] (--kernel K [--initrd I] [--append A] | --disk F)...
+// vmckpt create NAME --memory SIZE [--vcpus N] [--ram file|anon] (--kernel K [--initrd I] [--append A] | --disk F)...
 #include <memory>
 
 #include "cli/context.hpp"
@@ -9,7 +9,7 @@ namespace vmckpt::cli {
 void addCreate(CLI::App& app, Context& ctx) {
   struct Opts {
     std::string name, memory = "1G", kernel, initrd, append, accel = "auto", net = "none", machine = "q35", cpu;
-    std::string storeMode = "auto";
+    std::string storeMode = "auto", ram = "file";
     unsigned vcpus = 1;
     std::vector<std::string> disks, extra;
     bool noAgent = false;
@@ -30,6 +30,10 @@ void addCreate(CLI::App& app, Context& ctx) {
   sub->add_option("--cpu", o->cpu, "QEMU CPU model (default: max)");
   sub->add_option("--qemu-arg", o->extra, "Extra QEMU argument, appended verbatim (repeatable)")->allow_extra_args(false);
   sub->add_flag("--no-agent", o->noAgent, "Do not add the guest agent's virtio-serial channel");
+  sub->add_option("--ram", o->ram,
+                  "file (a shared file in the store: millisecond snapshots) | anon (QEMU's anonymous RAM: "
+                  "snapshots only with --live, which write all of RAM)")
+      ->capture_default_str();
   sub->add_option("--store-mode", o->storeMode,
                   "auto | btrfs (live/ becomes a subvolume) | reflink | copy")->capture_default_str();
   sub->callback([&ctx, o] {
@@ -52,6 +56,9 @@ void addCreate(CLI::App& app, Context& ctx) {
       s.append = o->append;
       s.agent = !o->noAgent;
       s.extraArgs = o->extra;
+      auto ram = vmm::parseRamBackend(o->ram);
+      if (!ram) return fail(ram.error().context("--ram"));
+      s.ram = *ram;
       if (!o->append.empty() && o->kernel.empty()) return fail(Errc::invalidArgument, "--append needs --kernel");
       if (o->storeMode != "auto") {
         auto m = vmm::store::parseStoreMode(o->storeMode);
@@ -70,7 +77,8 @@ void addCreate(CLI::App& app, Context& ctx) {
       auto st = mgr->create(req);
       if (!st) return fail(st.error().context(cat("create ", o->name)));
       ctx.emit(st->toJson(), cat("created VM ", st->name, " (", formatSize(s.memoryBytes), ", ", s.vcpus, " vCPU",
-                                 s.vcpus == 1 ? "" : "s", ", accel ", vmm::accelName(s.accel), ") in ", st->dir));
+                                 s.vcpus == 1 ? "" : "s", ", accel ", vmm::accelName(s.accel),
+                                 s.ram == vmm::RamBackend::anon ? ", anonymous RAM" : "", ") in ", st->dir));
       return {};
     };
   });

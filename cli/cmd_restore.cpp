@@ -1,4 +1,4 @@
-// vmckpt restore NAME SNAP [--as NEW] [--paused]
+// vmckpt restore NAME SNAP [--as NEW] [--paused] [--map KEY=VALUE]...
 #include <memory>
 
 #include "cli/context.hpp"
@@ -10,6 +10,7 @@ void addRestore(CLI::App& app, Context& ctx) {
   struct Opts {
     std::string name, snap, as;
     bool paused = false;
+    std::vector<std::string> maps;
   };
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("restore", "Bring a VM back from a snapshot (in place when stopped, or --as a new VM)");
@@ -17,11 +18,16 @@ void addRestore(CLI::App& app, Context& ctx) {
   sub->add_option("snapshot", o->snap, "Snapshot id, unique id prefix, or tag")->required();
   sub->add_option("--as", o->as, "Restore into a new VM of this name; the original is untouched");
   sub->add_flag("--paused", o->paused, "Leave the restored guest paused");
+  sub->add_option("--map", o->maps,
+                  "KEY=VALUE: what the VM gets instead of a device it had, told to the guest agent's plugins "
+                  "(e.g. ib=rxe:eth0, gpu=none, net=user; repeatable; kept in the VM spec)");
   sub->callback([&ctx, o] {
     ctx.action = [&ctx, o]() -> Status {
       auto mgr = ctx.manager();
       if (!mgr) return fail(mgr.error());
-      auto r = mgr->restore(o->name, o->snap, {o->as, o->paused});
+      vmm::RestoreOptions opts{o->as, o->paused, {}};
+      for (const auto& m : o->maps) VMCKPT_TRY(vmm::parseDeviceMapArg(m, opts.deviceMap));
+      auto r = mgr->restore(o->name, o->snap, opts);
       if (!r) return fail(r.error());
       Json j = r->status.toJson();
       j["snapshot"] = r->snapshot;

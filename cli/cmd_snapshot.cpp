@@ -1,4 +1,4 @@
-// vmckpt snapshot NAME [--tag T] [--store-mode M]
+// vmckpt snapshot NAME [--tag T] [--store-mode M] [--live]
 #include <memory>
 
 #include "cli/context.hpp"
@@ -10,6 +10,7 @@ void addSnapshot(CLI::App& app, Context& ctx) {
   struct Opts {
     std::string name, tag, mode = "auto", agent = "auto";
     unsigned quiesceTimeoutMs = 10000;
+    bool live = false;
   };
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("snapshot", "Capture a running VM (pause of milliseconds on btrfs/XFS)");
@@ -20,6 +21,9 @@ void addSnapshot(CLI::App& app, Context& ctx) {
                   "required | auto (use the guest agent if it answers within 1 s) | off")->capture_default_str();
   sub->add_option("--quiesce-timeout", o->quiesceTimeoutMs, "Milliseconds the agent's plugins get to quiesce")
       ->capture_default_str();
+  sub->add_flag("--live", o->live,
+                "QEMU's background-snapshot, for VMs with anonymous RAM (create --ram anon): all of RAM is "
+                "written while the guest runs; it pauses only while QEMU saves its devices");
   sub->callback([&ctx, o] {
     ctx.action = [&ctx, o]() -> Status {
       vmm::SnapshotOptions opts{o->tag, {}};
@@ -29,6 +33,7 @@ void addSnapshot(CLI::App& app, Context& ctx) {
       if (o->quiesceTimeoutMs == 0 || o->quiesceTimeoutMs > 600000)
         return fail(Errc::invalidArgument, "--quiesce-timeout must be between 1 and 600000 ms");
       opts.quiesceTimeout = std::chrono::milliseconds(o->quiesceTimeoutMs);
+      opts.live = o->live;
       if (o->mode != "auto") {
         auto m = vmm::store::parseStoreMode(o->mode);
         if (!m) return fail(m.error());
@@ -48,22 +53,29 @@ void addSnapshot(CLI::App& app, Context& ctx) {
                 {"exclusive_bytes", m.exclusiveBytes},
                 {"parent", m.parent.empty() ? Json(nullptr) : Json(m.parent)},
                 {"store_mode", vmm::store::storeModeName(m.mode)},
+                {"live", m.ram == vmm::store::SnapshotRam::stream},
+                {"ram", vmm::store::snapshotRamName(m.ram)},
                 {"quiesce_ms", m.timings.quiesceMs},
                 {"agent", {{"quiesced", m.quiesced}, {"plugins", m.agentPlugins},
                            {"note", r->agentNote.empty() ? Json(nullptr) : Json(r->agentNote)}}},
                 {"timings",
                  {{"flush_ms", m.timings.flushMs},
                   {"devstate_ms", m.timings.devstateMs},
-                  {"capture_ms", m.timings.captureMs}}},
+                  {"capture_ms", m.timings.captureMs},
+                  {"stream_ms", m.timings.streamMs}}},
                 {"dir", r->dir}};
       char pause[32], total[32];
       std::snprintf(pause, sizeof pause, "%.1f", m.timings.pauseMs);
       std::snprintf(total, sizeof total, "%.0f", m.timings.totalMs);
-      ctx.emit(j, cat("snapshot ", m.id, " of VM ", m.vm, m.tag.empty() ? "" : cat(" (tag ", m.tag, ")"), ": paused ",
-                      m.wasRunning ? cat(pause, " ms") : std::string("- (VM was paused)"), ", total ", total,
-                      " ms, device state ", formatSize(m.devstateBytes), ", exclusive ", formatSize(m.exclusiveBytes),
+      const bool live = m.ram == vmm::store::SnapshotRam::stream;
+      ctx.emit(j, cat(live ? "live snapshot " : "snapshot ", m.id, " of VM ", m.vm, m.tag.empty() ? "" : cat(" (tag ", m.tag, ")"),
+                      ": paused ", m.wasRunning ? cat(pause, " ms") : std::string("- (VM was paused)"), ", total ", total,
+                      " ms", live ? cat(m.wasRunning ? " (RAM written while the guest ran)" : "", ", state stream ",
+                                        formatSize(m.devstateBytes))
+                                  : cat(", device state ", formatSize(m.devstateBytes)),
+                      ", exclusive ", formatSize(m.exclusiveBytes),
                       ", ", vmm::store::storeModeName(m.mode), " store",
-                      m.mode == vmm::store::StoreMode::copy ? " (slow: RAM was copied while the guest was paused)" : "",
+                      m.mode == vmm::store::StoreMode::copy && !live ? " (slow: RAM was copied while the guest was paused)" : "",
                       ", parent ", m.parent.empty() ? "none" : m.parent,
                       m.quiesced ? cat(", guest agent quiesced in ", static_cast<int>(m.timings.quiesceMs + 0.5), " ms")
                                  : std::string(", guest agent not used")));

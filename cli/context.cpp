@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <memory>
 
@@ -26,6 +27,26 @@ void Context::emit(const Json& j, const std::string& human) const {
 }
 
 bool Context::stdoutIsTty() const { return ::isatty(STDOUT_FILENO) == 1; }
+
+ProgressLine::ProgressLine(const Context& ctx) : enabled_(!ctx.json && ::isatty(STDERR_FILENO) == 1) {}
+
+void ProgressLine::update(const std::string& text) {
+  if (!enabled_) return;
+  long long now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now().time_since_epoch()).count();
+  if (shown_ && now - lastMs_ < 200) return;
+  lastMs_ = now;
+  shown_ = true;
+  std::fprintf(stderr, "\r\033[K%s", text.c_str());
+  std::fflush(stderr);
+}
+
+void ProgressLine::done() {
+  if (!shown_) return;
+  std::fprintf(stderr, "\r\033[K");
+  std::fflush(stderr);
+  shown_ = false;
+}
 
 void addTransitionCommand(CLI::App& app, Context& ctx, const std::string& verb, const std::string& description,
                           bool toPaused) {
@@ -95,7 +116,9 @@ std::string describeStatus(const vmm::VmStatus& s) {
   line("state", state);
   line("pid", s.pid > 0 ? std::to_string(s.pid) : "");
   line("vcpus", std::to_string(s.spec.vcpus));
-  line("memory", formatSize(s.spec.memoryBytes));
+  line("memory", cat(formatSize(s.spec.memoryBytes), s.spec.ram == vmm::RamBackend::anon
+                                                        ? " (anonymous RAM: snapshots with --live)"
+                                                        : " (RAM file in the store)"));
   line("machine", s.spec.machine);
   std::string accel(vmm::accelName(s.spec.accel));
   if (!s.accel.empty()) accel = cat(s.accel, " (requested ", vmm::accelName(s.spec.accel), "; ", s.accelReason, ")");

@@ -29,6 +29,21 @@ struct Context {
   bool stdoutIsTty() const;
 };
 
+// A one-line progress report on stderr that rewrites itself, for long work (export,
+// import, migration): shown only when stderr is a terminal and --json is off, at most
+// five times a second. done() ends the line.
+class ProgressLine {
+ public:
+  explicit ProgressLine(const Context& ctx);
+  ~ProgressLine() { done(); }
+  void update(const std::string& text);
+  void done();
+
+ private:
+  bool enabled_ = false, shown_ = false;
+  long long lastMs_ = 0;
+};
+
 // One registration function per subcommand file.
 void addCreate(CLI::App& app, Context& ctx);
 void addStart(CLI::App& app, Context& ctx);
@@ -49,6 +64,10 @@ void addInspect(CLI::App& app, Context& ctx);
 void addVerify(CLI::App& app, Context& ctx);
 void addDeleteSnapshot(CLI::App& app, Context& ctx);
 void addRecover(CLI::App& app, Context& ctx);
+void addMigrate(CLI::App& app, Context& ctx);
+void addReceive(CLI::App& app, Context& ctx);
+void addExport(CLI::App& app, Context& ctx);
+void addImport(CLI::App& app, Context& ctx);
 
 // pause and resume differ only in direction: one registration for both.
 void addTransitionCommand(CLI::App& app, Context& ctx, const std::string& verb, const std::string& description,

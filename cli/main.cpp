@@ -71,6 +71,10 @@ int main(int argc, char** argv) {
   cli::addVerify(app, ctx);
   cli::addDeleteSnapshot(app, ctx);
   cli::addRecover(app, ctx);
+  cli::addMigrate(app, ctx);
+  cli::addReceive(app, ctx);
+  cli::addExport(app, ctx);
+  cli::addImport(app, ctx);
 
   try {
     app.parse(argc, argv);

@@ -12,8 +12,8 @@
 namespace vmckpt::vmm {
 namespace {
 
-constexpr std::array<std::string_view, 7> kPoints = {"before-quiesce", "after-quiesce", "after-stop",   "mid-devstate",
-                                                     "after-capture",  "before-publish", "mid-restore"};
+constexpr std::array<std::string_view, 8> kPoints = {"before-quiesce", "after-quiesce",  "after-stop",  "mid-devstate",
+                                                     "after-capture",  "before-publish", "mid-restore", "mid-stream"};
 
 const Result<std::optional<FaultSpec>>& fromEnvironment() {
   static const Result<std::optional<FaultSpec>> spec = [] {

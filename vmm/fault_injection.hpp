@@ -2,7 +2,7 @@
 // the snapshot or restore that reaches <point> fail there. A testing aid, documented in
 // the README; without the variable every point is a no-op.
 //   points:  before-quiesce, after-quiesce, after-stop, mid-devstate, after-capture,
-//            before-publish, mid-restore
+//            before-publish, mid-restore, mid-stream (snapshot --live, while RAM is written)
 //   actions: error (the operation fails as if that step had), kill (this vmckpt process
 //            is SIGKILLed), kill-qemu (QEMU is SIGKILLed, the operation goes on and meets it)
 #pragma once

@@ -63,6 +63,7 @@ Json VmStatus::toJson() const {
       {"accel_reason", accelReason.empty() ? Json(nullptr) : Json(accelReason)},
       {"vcpus", spec.vcpus},
       {"memory_bytes", spec.memoryBytes},
+      {"ram", ramBackendName(spec.ram)},
       {"machine", spec.machine},
       {"net", describeNet(spec.net)},
       {"disks", spec.disks.size()},
@@ -278,7 +279,7 @@ Result<Transition> VmManager::transition(const std::string& name, bool toPaused)
   if (!toPaused) {
     VmRecord rec = loadRecord(p);
     if (rec.pendingRestored) {  // the first run after a `restore --paused`
-      auto r = agent::notifyRestored(p.agentSocket, Json::object(), 10s);
+      auto r = agent::notifyRestored(p.agentSocket, Json(held->spec.deviceMap), 10s);
       if (!r) log::warn("VM ", name, " runs, but its guest agent did not take 'restored': ", r.error().message());
       rec.pendingRestored = false;
       VMCKPT_TRY(saveRecord(p, rec));

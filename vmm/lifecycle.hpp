@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -63,6 +64,10 @@ struct SnapshotOptions {
   std::optional<store::StoreMode> mode;  // empty: btrfs when live/ is a subvolume, else reflink, else copy
   AgentPolicy agent = AgentPolicy::automatic;
   std::chrono::milliseconds quiesceTimeout{10000};
+  // QEMU's background-snapshot (userfaultfd write-protect): RAM is written into the
+  // snapshot while the guest runs; the pause covers only the device state. For VMs with
+  // anonymous RAM (create --ram anon), where the fast path cannot capture RAM.
+  bool live = false;
 };
 
 struct SnapshotResult {
@@ -74,6 +79,79 @@ struct SnapshotResult {
 struct RestoreOptions {
   std::string asName;  // restore into a new VM of this name, beside the original
   bool paused = false; // leave the restored guest paused
+  DeviceMap deviceMap; // --map: merged over the snapshot spec's map, stored, sent to the agent
+};
+
+// Live migration (`vmckpt migrate` on the source, `vmckpt receive` on the destination).
+struct MigrationProgress {
+  std::string status;  // QEMU's: "setup", "active", "postcopy-active", ...
+  std::uint64_t transferredBytes = 0, remainingBytes = 0, totalBytes = 0;
+  std::uint64_t dirtyPagesRate = 0;  // pages/s
+  std::uint64_t iterations = 0;      // dirty-sync count
+  double mbps = 0;
+  double elapsedMs = 0;
+};
+
+struct MigrateOptions {
+  std::string to;  // HOST:PORT where `vmckpt receive` listens
+  AgentPolicy agent = AgentPolicy::automatic;
+  std::chrono::milliseconds quiesceTimeout{10000};
+  std::chrono::milliseconds downtimeLimit{300};  // QEMU downtime-limit
+  std::uint64_t bandwidthBytesPerSec = 0;        // 0: unlimited (QEMU's 128 MiB/s default is raised)
+  bool postcopy = false;                         // switch to postcopy after the first pass
+  bool cleanup = false;                          // delete the source VM after success
+  std::chrono::seconds timeout{600};
+  std::function<void(const MigrationProgress&)> progress;  // about twice a second while RAM travels
+};
+
+struct MigrateResult {
+  VmStatus source;  // stopped after success
+  std::string to;
+  double totalMs = 0;
+  double downtimeMs = 0;  // QEMU's measured downtime
+  std::uint64_t transferredBytes = 0;
+  bool postcopy = false;
+  bool cleanedUp = false;
+  std::string agentNote;
+};
+
+struct ReceiveOptions {
+  std::string listen;  // ADDR:PORT
+  DeviceMap deviceMap;
+  std::chrono::seconds timeout{600};               // for the source to connect and finish
+  std::function<void(const std::string&)> onListening;  // told the bound address once listening
+};
+
+struct ReceiveResult {
+  VmStatus status;  // running on this host
+  std::string from;
+  double totalMs = 0;  // from the source's connection to the guest running here
+  double agentMs = 0;
+  std::string agentNote;
+};
+
+// Export/import of snapshots as a self-describing stream (vmm/transfer/stream.hpp).
+struct ExportOptions {
+  std::string parent;  // snapshot the importing store already has: only what changed travels
+  std::function<void(std::uint64_t done, std::uint64_t total)> progress;
+};
+
+struct ExportResult {
+  std::string vm, snapshot, parent;
+  std::uint64_t streamBytes = 0;  // bytes written to the output
+  std::uint64_t dataBytes = 0;    // logical size of the snapshot's files
+};
+
+struct ImportOptions {
+  std::string asName;  // import under this VM name instead of the stream's
+  DeviceMap deviceMap; // stored in the VM spec for the next restore
+  std::function<void(std::uint64_t done)> progress;
+};
+
+struct ImportResult {
+  std::string vm, snapshot, parent;
+  std::uint64_t streamBytes = 0;
+  bool createdVm = false;  // the VM did not exist in this store: made (state created)
 };
 
 // What `recover` (or any command that found an interrupted operation) did.
@@ -146,6 +224,22 @@ class VmManager {
   // clone, device state, cont. In place precondition: the VM is created or stopped.
   // With asName: no VM of that name exists; the original is untouched.
   Result<RestoreResult> restore(const std::string& name, const std::string& snapshotRef, const RestoreOptions& opts);
+
+  // Live migration to `vmckpt receive` on another store: agent quiesce, pre-copy (or
+  // postcopy) over TCP, the source left stopped. Any failure before the receiver runs
+  // the guest (or before the switch to postcopy) leaves the source running.
+  // Precondition: running, and no disks (not migrated yet: see wire::kDisksUnsupported).
+  Result<MigrateResult> migrate(const std::string& name, const MigrateOptions& opts);
+  // Waits for one incoming migration into a new VM `name`, then runs it here. Precondition:
+  // no VM of that name.
+  Result<ReceiveResult> receive(const std::string& name, const ReceiveOptions& opts);
+
+  // Writes a snapshot as a stream to `outFd` (only the changes against opts.parent).
+  Result<ExportResult> exportSnapshot(const std::string& name, const std::string& ref, const ExportOptions& opts,
+                                      int outFd);
+  // Reads one stream from `inFd` into this store; nothing is visible unless it is whole
+  // and every checksum matches.
+  Result<ImportResult> importSnapshot(int inFd, const ImportOptions& opts);
 
   // Finishes or rolls back an operation a killed vmckpt left (see journal.hpp); every
   // command that locks a VM does this first. Reports what it did.

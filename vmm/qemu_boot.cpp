@@ -114,12 +114,12 @@ Result<BootedQemu> bootQemu(const VmSpec& spec, const VmPaths& p, const BootRequ
   VMCKPT_TRY(fs::makeDirs(p.run, 0700));
   VMCKPT_TRY(fs::removeFile(p.qemuLog));
 
-  if (!req.anonymousRam && !fs::exists(p.mem)) {
+  if (spec.ram == RamBackend::file && !fs::exists(p.mem)) {
     // QEMU would create the RAM file after daemonizing, with umask 027: group-readable.
     UniqueFd mem(::open(p.mem.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!mem) return failErrno(cat("create ", p.mem), errno);
   }
-  QemuLaunch launch{*qemu, choice->accel, true, req.incoming, req.machine, req.anonymousRam};
+  QemuLaunch launch{*qemu, choice->accel, true, req.incoming, req.machine};
   auto pid = launchQemu(buildQemuCommand(spec, p, launch), p, Deadline::in(kLaunchTimeout));
   if (!pid) {
     cleanRunFiles(p);

@@ -23,7 +23,6 @@ struct BootRequest {
   std::string home;      // store home (KVM probe cache)
   bool incoming = false; // -incoming defer: wait for device state (restore)
   std::string machine;   // exact machine type to use (restore); empty: the spec's
-  bool anonymousRam = false;  // see QemuLaunch::anonymousRam (bench baselines only)
 };
 
 class BootedQemu {

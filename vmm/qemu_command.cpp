@@ -28,7 +28,7 @@ std::vector<std::string> buildQemuCommand(const VmSpec& spec, const VmPaths& pat
   add({"-cpu", spec.cpu.empty() ? "max" : spec.cpu});
   add({"-smp", std::to_string(spec.vcpus)});
   add({"-m", cat(spec.memoryBytes / (1024 * 1024), "M")});
-  if (launch.anonymousRam)
+  if (spec.ram == RamBackend::anon)
     add({"-object", cat("memory-backend-ram,id=ram0,size=", spec.memoryBytes)});
   else
     add({"-object", cat("memory-backend-file,id=ram0,size=", spec.memoryBytes, ",mem-path=", escapeCommas(paths.mem),

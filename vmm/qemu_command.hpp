@@ -15,14 +15,11 @@ struct QemuLaunch {
   bool daemonize = true;
   bool incoming = false;  // -S -incoming defer: QEMU waits, stopped, for device state (restore)
   std::string machine;    // exact machine type; empty: the spec's
-  // QEMU's default anonymous RAM instead of the shared file in the store. Only for
-  // comparisons (bench/): without the shared file there is no fast-path snapshot.
-  bool anonymousRam = false;
 };
 
 // Guest RAM is a shared file in the VM's live directory (the snapshot fast path maps
-// and clones it) unless launch.anonymousRam; QEMU is daemonized with pid file, QMP socket and serial
-// log in the run directory.
+// and clones it), or QEMU's anonymous RAM when spec.ram is anon; QEMU is daemonized with
+// pid file, QMP socket and serial log in the run directory.
 std::vector<std::string> buildQemuCommand(const VmSpec& spec, const VmPaths& paths, const QemuLaunch& launch);
 
 }  // namespace vmckpt::vmm

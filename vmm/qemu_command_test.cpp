@@ -43,11 +43,11 @@ TEST(QemuCommand, RamIsASharedFileInTheLiveDirectory) {
   EXPECT_EQ(valueOf(argv, "-cpu"), "max");
 }
 
-TEST(QemuCommand, AnonymousRamForComparisonsOnly) {
+TEST(QemuCommand, AnonymousRamWhenTheSpecSaysSo) {
   VmPaths p("/store/vms/vm1");
-  QemuLaunch l{"qemu", Accel::tcg, true};
-  l.anonymousRam = true;
-  auto argv = buildQemuCommand(spec(), p, l);
+  VmSpec s = spec();
+  s.ram = RamBackend::anon;
+  auto argv = buildQemuCommand(s, p, {"qemu", Accel::tcg, true});
   EXPECT_EQ(valueOf(argv, "-object"), "memory-backend-ram,id=ram0,size=1073741824");
   EXPECT_EQ(valueOf(argv, "-machine"), "q35,memory-backend=ram0");
 }

@@ -16,6 +16,7 @@
 #include "vmm/qemu_boot.hpp"
 #include "vmm/qemu_process.hpp"
 #include "vmm/store/backend.hpp"
+#include "vmm/userfault.hpp"
 #include "vmm/vm_record.hpp"
 
 namespace vmckpt::vmm {
@@ -24,20 +25,33 @@ namespace {
 using namespace std::chrono_literals;
 
 // The interrupted snapshot's QEMU: a migration still running is cancelled; a guest the
-// snapshot paused runs again; a guest the agent froze is thawed.
+// snapshot paused runs again; a guest the agent froze is thawed; guest RAM an unfinished
+// live snapshot left write-protected is released (userfault.hpp), before QMP (whose
+// commands a main loop stuck on that RAM would never answer) and after the cancel.
 void recoverSnapshotGuest(const VmPaths& p, const JournalEntry& j, RecoveryReport& r) {
   PidCheck pc = checkPidFile(p);
   if (pc.state != PidState::alive) {
     r.actions.push_back("QEMU is not running (it ended during the snapshot): the VM is stopped");
     return;
   }
+  int released = 0;
+  auto releaseRam = [&] {  // a failure matters only where a thread waits on that RAM
+    if (auto n = releaseWriteProtection(pc.pid)) released += *n;
+    else if (!threadsStuckInUserfault(pc.pid).empty())
+      r.actions.push_back(cat("could not lift the live snapshot's write protection: ", n.error().message()));
+  };
+  releaseRam();
   auto c = connectQmp(p, Deadline::in(5s));
   if (!c) {
     r.actions.push_back(cat("could not reach QEMU to resume the guest: ", c.error().message()));
     return;
   }
   if (auto m = settleMigration(*c, Deadline::in(5s)); !m) r.actions.push_back(cat("device-state migration: ", m.error().message()));
-  else if (*m) r.actions.push_back("cancelled the device-state migration");
+  else if (*m) r.actions.push_back("cancelled the snapshot's migration stream");
+  releaseRam();
+  if (released > 0) r.actions.push_back("lifted the write protection an unfinished live snapshot left on guest RAM");
+  // A live snapshot's setting, so that the next migration is not a background snapshot.
+  (void)c->execute("migrate-set-capabilities", {{"capabilities", {{{"capability", "background-snapshot"}, {"state", false}}}}});
   auto st = c->execute("query-status");
   std::string status = st ? qmp::stringField(*st, "status") : "";
   bool stopped = status == "paused" || status == "postmigrate" || status == "finish-migrate";

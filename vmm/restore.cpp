@@ -1,5 +1,7 @@
 // VmManager::restore: a writable clone of the snapshot becomes the VM's live directory,
-// QEMU maps the cloned RAM file (pages fault in lazily) and loads only device state.
+// QEMU maps the cloned RAM file (pages fault in lazily) and loads only device state; or,
+// for a live snapshot (ram stream), QEMU reads all of RAM from the snapshot's stream into
+// anonymous RAM.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -34,8 +36,9 @@ constexpr auto kIncomingTimeout = 60s;
 const char* kDevstateFdName = "vmckpt-devstate";
 
 // What restore needs before it touches anything: every file present with its size, and
-// the device state (the one file QEMU parses) matching its checksum. `vmckpt verify`
-// checks every checksum. Returns the device state opened: QEMU gets that descriptor, so
+// the migration stream (the one file QEMU parses) matching its checksum; a stream with
+// all of RAM in it (live snapshots) is too large for one and is checked by size. `vmckpt
+// verify` checks every checksum. Returns the stream opened: QEMU gets that descriptor, so
 // the bytes it parses are the bytes that were checked (and they are in the page cache).
 Result<UniqueFd> checkForRestore(const store::SnapshotEntry& s) {
   struct stat dst{};
@@ -54,16 +57,22 @@ Result<UniqueFd> checkForRestore(const store::SnapshotEntry& s) {
       return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": ", f.name, " has size ", st.st_size,
                                      ", manifest says ", f.size));
   }
-  const auto* dev = s.manifest.file("devstate");
-  if (!dev || dev->sha256.empty())
-    return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": manifest has no checksummed device state"));
-  std::string path = s.dataDir() + "/devstate";
+  const bool fullStream = s.manifest.ram == store::SnapshotRam::stream;
+  const std::string name = store::streamFileName(s.manifest.ram);
+  const auto* dev = s.manifest.file(name);
+  if (!dev || (!fullStream && dev->sha256.empty()))
+    return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": manifest has no ",
+                                   fullStream ? "state stream" : "checksummed device state"));
+  std::string path = s.dataDir() + "/" + name;
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!fd) return failErrno(cat("open ", path), errno);
+  if (dev->sha256.empty()) return fd;  // larger than store::kChecksumLimit: checked by size above
   auto sum = sha256Fd(fd.get(), path);
   if (!sum) return fail(sum.error());
   if (*sum != dev->sha256)
-    return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": device state fails its sha256 check (damaged or tampered with)"));
+    return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, ": ", fullStream ? "state stream" : "device state",
+                                   " fails its sha256 check (damaged or tampered with)"));
+  if (::lseek(fd.get(), 0, SEEK_SET) != 0) return failErrno(cat("lseek ", path), errno);
   return fd;
 }
 
@@ -81,23 +90,15 @@ void prefetchBootFiles(const VmPaths& p) {
   }
 }
 
-// `restore --as` builds the new VM in vms/.restore-NAME-PID and renames it into place; a
-// vmckpt killed before the rename leaves that directory. Removed once its process is gone
-// (only names of that form, directly under vms/).
-void removeStaleRestoreDirs(const std::string& vmsDir) {
-  for (const auto& n : fs::entriesWithPrefix(vmsDir, ".restore-")) {
-    long pid = 0;
-    for (char ch : std::string_view(n).substr(n.rfind('-') + 1))
-      pid = (ch >= '0' && ch <= '9' && pid < (1L << 30)) ? pid * 10 + (ch - '0') : -1;
-    if (pid <= 0 || pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
-    if (auto s = store::removeStoreTree(vmsDir + "/" + n); s) log::info("removed ", n, " left by an interrupted restore --as");
-  }
-}
-
-Status loadDeviceState(qmp::Client& c, const VmPaths& p, UniqueFd dev) {
+// Loads the snapshot's migration stream. With the RAM file mapped (ram file) only device
+// state is in it, and x-ignore-shared must match what the source set; a full stream (ram
+// stream) fills anonymous RAM, which takes time in proportion to its size.
+Status loadStream(qmp::Client& c, const VmPaths& p, UniqueFd dev, const store::Manifest& m) {
+  const bool fullStream = m.ram == store::SnapshotRam::stream;
   auto caps = c.execute("migrate-set-capabilities",
                         {{"capabilities",
-                          {{{"capability", "x-ignore-shared"}, {"state", true}}, {{"capability", "events"}, {"state", true}}}}});
+                          {{{"capability", "x-ignore-shared"}, {"state", !fullStream}},
+                           {{"capability", "events"}, {"state", true}}}}});
   if (!caps) return fail(caps.error());
   int fd = dev.get();
   if (auto r = c.execute("getfd", {{"fdname", kDevstateFdName}}, Deadline::in(5s), std::span<const int>(&fd, 1)); !r)
@@ -110,11 +111,12 @@ Status loadDeviceState(qmp::Client& c, const VmPaths& p, UniqueFd dev) {
         std::string s = qmp::stringField(e.data, "status");
         return s == "completed" || s == "failed" || s == "cancelled";
       },
-      Deadline::in(kIncomingTimeout));
-  if (!ev) return fail(ev.error().context("loading device state"));
+      Deadline::in(fullStream ? kIncomingTimeout + std::chrono::seconds(m.spec.memoryBytes >> 25) : kIncomingTimeout));
+  const char* what = fullStream ? "the state stream" : "the device state";
+  if (!ev) return fail(ev.error().context(cat("loading ", what)));
   if (qmp::stringField(ev->data, "status") != "completed") {
     std::string why = qemuErrorLine(p.qemuLog);
-    return fail(Errc::processFailed, cat("QEMU could not load the device state: ", why.empty() ? "no message" : why));
+    return fail(Errc::processFailed, cat("QEMU could not load ", what, ": ", why.empty() ? "no message" : why));
   }
   return {};
 }
@@ -135,9 +137,13 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
   const store::Manifest& m = snap->manifest;
   auto devstate = checkForRestore(*snap);
   if (!devstate) return ctx(devstate.error());
+  if ((m.ram == store::SnapshotRam::stream) != (m.spec.ram == RamBackend::anon))
+    return ctx(Error(Errc::corrupt, cat("snapshot ", m.id, " keeps RAM as a ", store::snapshotRamName(m.ram),
+                                        " but its VM spec says ", ramBackendName(m.spec.ram), " RAM")));
   auto backend = store::makeBackend(m.mode);
 
   VmSpec spec = m.spec;
+  for (const auto& [k, v] : opts.deviceMap) spec.deviceMap[k] = v;
   std::optional<VmPaths> staged;  // --as: the new VM's directory while it is being built
   std::optional<VmLock> targetLock;  // --as: the new VM's lock, held until it is complete
   std::string oldLive;            // in place: the replaced live directory, until QEMU runs
@@ -182,8 +188,12 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
       return ctx(Error::fromErrno(cat("rename ", p.live), err));
     }
     if (::rename(fresh.c_str(), p.live.c_str()) != 0) return ctx(Error::fromErrno(cat("rename ", fresh), errno));
+    // The VM is what the snapshot was, on the hardware the device map now names.
+    VMCKPT_TRY(fs::writeFileAtomic(p.spec, spec.toJson().dump(2) + "\n"));
   } else {
-    removeStaleRestoreDirs(root_.vmsDir());
+    // A vmckpt killed before the rename leaves vms/.restore-NAME-PID: removed once its process is gone.
+    for (const auto& n : store::removeStaleStagingDirs(root_.vmsDir(), ".restore-"))
+      log::info("removed ", n, " left by an interrupted restore --as");
     staged.emplace(cat(root_.vmsDir(), "/.restore-", target, "-", ::getpid()));
     for (const auto& d : {staged->dir, staged->run}) VMCKPT_TRY(fs::makeDirs(d, 0700));
     // The new VM's lock, taken before it has its name: the flock travels with the file
@@ -226,8 +236,8 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
   if (!booted) return ctx(booted.error());
   phases.qemuStartMs = lap();
   if (auto s = faultPoint("mid-restore", booted->pid()); !s) return ctx(s.error());
-  if (auto s = loadDeviceState(booted->qmp(), p, std::move(*devstate)); !s) return ctx(s.error());
-  (void)fs::removeFile(p.devstate);
+  if (auto s = loadStream(booted->qmp(), p, std::move(*devstate), m); !s) return ctx(s.error());
+  (void)fs::removeFile(cat(p.live, "/", store::streamFileName(m.ram)));  // the clone's copy: QEMU read the snapshot's
   phases.devstateMs = lap();
 
   // 3. Run (a stream saved from a stopped guest arrives paused).
@@ -244,7 +254,7 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
   std::string agentNote;
   if (spec.agent && !opts.paused) {  // a paused guest cannot answer: `resume` sends it then
     auto ta = Clock::now();
-    auto r = agent::notifyRestored(p.agentSocket, Json::object(), m.quiesced ? 10s : 1s);
+    auto r = agent::notifyRestored(p.agentSocket, Json(spec.deviceMap), m.quiesced ? 10s : 1s);
     agentMs = std::chrono::duration<double, std::milli>(Clock::now() - ta).count();
     if (!r) {
       agentNote = cat(m.quiesced ? "the guest runs, but its agent did not take 'restored' (plugins not restarted, "

@@ -1,5 +1,7 @@
-// VmManager::snapshot: the fast path of ../shared/DESIGN.md. The pause covers only the
-// device-state migrate (x-ignore-shared: RAM is skipped) and the copy-on-write capture.
+// VmManager::snapshot: journal, quiesce, capture, thaw, seal, publish. The capture is the
+// fast path of ../shared/DESIGN.md (below: the pause covers only the device-state migrate,
+// x-ignore-shared skipping RAM, and the copy-on-write capture) or, with --live, QEMU's
+// background-snapshot (snapshot_live.cpp).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -27,6 +29,7 @@
 #include "vmm/lifecycle.hpp"
 #include "vmm/qemu_boot.hpp"
 #include "vmm/qemu_process.hpp"
+#include "vmm/snapshot_capture.hpp"
 #include "vmm/store/backend.hpp"
 #include "vmm/store/extent_usage.hpp"
 #include "vmm/vm_record.hpp"
@@ -37,15 +40,11 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-constexpr auto kEventTimeout = 5s;
 constexpr auto kAgentConnectAuto = 1000ms;      // "answers ping within a short deadline"
 constexpr auto kAgentConnectRequired = 5000ms;
 constexpr auto kAgentSlack = 2000ms;            // beyond the quiesce deadline the agent enforces
 constexpr auto kMigrateTimeout = 60s;
-constexpr std::uint64_t kMaxBandwidth = 100ull << 30;  // QEMU's default 128 MiB/s would throttle
 const char* kDevstateFdName = "vmckpt-devstate";
-
-double msSince(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
 store::StoreMode detectMode(const VmPaths& p) {
   if (store::isSubvolume(p.live)) return store::StoreMode::btrfs;
@@ -84,6 +83,18 @@ std::vector<std::string> dataFiles(const store::SnapshotEntry& s) {
   return files;
 }
 
+// The migration stream joins the capture once the guest runs again: renamed where tmp/
+// and data/ are one directory tree, cloned (or copied) where data/ is a btrfs subvolume.
+Status moveIntoCapture(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) == 0) {
+    if (::chmod(to.c_str(), 0400) != 0) return failErrno(cat("chmod ", to), errno);
+    return {};
+  }
+  if (errno != EXDEV) return failErrno(cat("rename ", from, " -> ", to), errno);
+  VMCKPT_TRY(fs::copyFile(from, to, fs::CopyMethod::reflinkOrCopy, 0400, fs::Sync::later));
+  return fs::removeFile(from);
+}
+
 // Runs `migrate` to the device-state fd and waits until QEMU has written it. x-ignore-shared
 // leaves out the RAM (it is in the store), so the migration completes at once, and it stops
 // a running guest itself, just before it saves the devices: the pause starts there.
@@ -119,11 +130,90 @@ Status migrateDeviceState(qmp::Client& c, pid_t qemuPid, const std::string& devs
   return {};
 }
 
-// `cont` right after "completed" can fail with "Migration is not finalized yet" until
-// QEMU's main loop has moved to postmigrate: retried for that reason only. Returns at the
-// RESUME event, whose timestamp ends the pause.
+// The fast path: RAM is a shared file in live/, captured copy-on-write with the disks.
+class FastCapture final : public CapturePath {
+ public:
+  explicit FastCapture(CaptureRun& run) : r_(run) {}
+  const char* streamFile() const override { return store::kDevstateFile; }
+
+  Status prepare() override {
+    auto caps = r_.qmp.execute("migrate-set-capabilities",
+                               {{"capabilities",
+                                 {{{"capability", "x-ignore-shared"}, {"state", true}},
+                                  {{"capability", "events"}, {"state", true}}}}});
+    if (!caps) return fail(caps.error());
+    if (auto r = r_.qmp.execute("migrate-set-parameters", {{"max-bandwidth", kSnapshotMaxBandwidth}}); !r)
+      return fail(r.error());
+    return {};
+  }
+
+  Status capture(const std::function<void()>& whenRunning) override {
+    store::Manifest& m = r_.manifest;
+    const VmPaths& p = r_.paths;
+    // Pre-flush while the guest runs, so that few dirty pages remain for the pause.
+    auto tFlush = Clock::now();
+    {
+      UniqueFd mem(::open(p.mem.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!mem) return failErrno(cat("open ", p.mem), errno);
+      if (::fdatasync(mem.get()) != 0) return failErrno(cat("fdatasync ", p.mem), errno);
+    }
+    if (auto s = r_.backend.settle(p.live); !s) return fail(s.error().context("pre-flush"));
+    m.timings.flushMs = elapsedMs(tFlush);
+
+    // The device state goes next to the capture, not into live/: the capture would have to
+    // write it back within the pause. It joins the capture once the guest runs again.
+    auto dev = openStreamFile(r_, store::kDevstateFile, kDevstateFdName);
+    if (!dev) return fail(dev.error());
+    (void)r_.qmp.takeEvents();
+
+    // --- the pause: from here on every exit path resumes the guest ---
+    long long stopUs = 0;
+    bool resumed = !m.wasRunning;
+    ScopeExit resumeOnFailure([&] {
+      if (!resumed) resumeAfterFailedCapture(r_);
+    });
+    auto tDev = Clock::now();
+    VMCKPT_TRY(faultPoint("after-quiesce", r_.qemuPid));
+    VMCKPT_TRY(migrateDeviceState(r_.qmp, r_.qemuPid, r_.tmp));
+    if (m.wasRunning) {
+      auto ev = r_.qmp.waitEvent("STOP", Deadline::in(kSnapshotEventTimeout));  // sent during the migration
+      if (!ev) return fail(ev.error().context("pause"));
+      stopUs = ev->timestampUs;
+    }
+    VMCKPT_TRY(faultPoint("after-stop", r_.qemuPid));
+    dev->reset();
+    m.timings.devstateMs = elapsedMs(tDev);
+
+    auto tCap = Clock::now();
+    if (auto s = r_.backend.capture(p.live, r_.tmp + "/data"); !s) return fail(s.error().context("capture"));
+    m.timings.captureMs = elapsedMs(tCap);
+    VMCKPT_TRY(faultPoint("after-capture", r_.qemuPid));
+
+    if (m.wasRunning) {
+      auto ev = resumeAfterMigration(r_.qmp);
+      if (!ev) return fail(ev.error().context("resume"));
+      resumed = true;
+      m.timings.pauseMs = static_cast<double>(ev->timestampUs - stopUs) / 1000.0;
+    }
+    // --- the guest runs again ---
+    whenRunning();
+    return {};
+  }
+
+ private:
+  CaptureRun& r_;
+};
+
+}  // namespace
+
+double elapsedMs(Clock::time_point since) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - since).count();
+}
+
+std::unique_ptr<CapturePath> makeFastCapture(CaptureRun& run) { return std::make_unique<FastCapture>(run); }
+
 Result<qmp::Event> resumeAfterMigration(qmp::Client& c) {
-  auto deadline = Deadline::in(kEventTimeout);
+  auto deadline = Deadline::in(kSnapshotEventTimeout);
   for (;;) {
     auto ev = c.executeUntilEvent("cont", Json::object(), "RESUME", deadline);
     if (ev || !migrationNotFinalized(ev.error()) || deadline.expired()) return ev;
@@ -131,7 +221,28 @@ Result<qmp::Event> resumeAfterMigration(qmp::Client& c) {
   }
 }
 
-}  // namespace
+void resumeAfterFailedCapture(CaptureRun& run) {
+  if (run.qemuGone()) return;
+  auto resume = [](qmp::Client& q) -> Status {
+    if (auto settled = settleMigration(q, Deadline::in(kSnapshotEventTimeout)); !settled) return fail(settled.error());
+    return contAfterMigration(q, Deadline::in(kSnapshotEventTimeout));
+  };
+  auto r = resume(run.qmp);
+  if (!r) {  // the connection may be what failed: try a fresh one
+    if (auto c2 = connectQmp(run.paths, Deadline::in(5s))) r = resume(*c2);
+  }
+  if (!r) log::error("could not resume VM ", run.vm, " after a failed snapshot: ", r.error().message());
+}
+
+Result<UniqueFd> openStreamFile(CaptureRun& run, const std::string& name, const char* fdName) {
+  const std::string path = cat(run.tmp, "/", name);
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!fd) return failErrno(cat("open ", path), errno);
+  int raw = fd.get();
+  if (auto r = run.qmp.execute("getfd", {{"fdname", fdName}}, Deadline::in(5s), std::span<const int>(&raw, 1)); !r)
+    return fail(r.error());
+  return fd;
+}
 
 Result<AgentPolicy> parseAgentPolicy(std::string_view s) {
   if (s == "required") return AgentPolicy::required;
@@ -159,11 +270,18 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   if (!before) return fail(before.error());
   if (before->state != VmState::running && before->state != VmState::paused)
     return fail(Errc::wrongState, cat("snapshot ", name, ": VM is not running (state: ", vmStateName(before->state), ")"));
+  // Each RAM backing has its one way to be captured.
+  if (opts.live && held->spec.ram == RamBackend::file)
+    return ctx(Error(Errc::unsupported, "snapshot --live needs anonymous RAM (create --ram anon); this VM's RAM is a "
+                                        "file in the store, whose fast-path snapshot already pauses only milliseconds"));
+  if (!opts.live && held->spec.ram == RamBackend::anon)
+    return ctx(Error(Errc::unsupported, "this VM has anonymous RAM (created with --ram anon), which only a live "
+                                        "snapshot captures: use snapshot --live"));
 
   store::StoreMode mode = opts.mode ? *opts.mode : detectMode(p);  // probe only when not given
   if (mode == store::StoreMode::btrfs && !store::isSubvolume(p.live))
     return ctx(Error(Errc::unsupported, "store mode btrfs needs live/ to be a subvolume (the VM was created outside btrfs)"));
-  if (mode == store::StoreMode::copy)
+  if (mode == store::StoreMode::copy && !opts.live)
     log::info("copy mode: the guest stays paused while its RAM and disks are copied (slow; use btrfs or XFS)");
   auto backend = store::makeBackend(mode);
 
@@ -229,11 +347,9 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
     if (!mach) return ctx(mach.error());
     m.machine = *mach;
   }
-  auto caps = c.execute("migrate-set-capabilities",
-                        {{"capabilities",
-                          {{{"capability", "x-ignore-shared"}, {"state", true}}, {{"capability", "events"}, {"state", true}}}}});
-  if (!caps) return ctx(caps.error());
-  if (auto r = c.execute("migrate-set-parameters", {{"max-bandwidth", kMaxBandwidth}}); !r) return ctx(r.error());
+  CaptureRun run{c, p, held->spec, name, tmp, *backend, m, qemuPid, qemuGone};
+  auto path = opts.live ? makeLiveCapture(run) : makeFastCapture(run);
+  if (auto s = path->prepare(); !s) return ctx(s.error());
 
   // Quiesce: the agent's plugins park device state in guest RAM, filesystems freeze last.
   // A plugin that fails or misses the deadline fails the snapshot before any pause.
@@ -252,98 +368,41 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
     auto tq = Clock::now();
     auto q = agentClient->call("quiesce", {{"deadline_ms", opts.quiesceTimeout.count()}},
                                Deadline::in(opts.quiesceTimeout + kAgentSlack));
-    m.timings.quiesceMs = msSince(tq);
+    m.timings.quiesceMs = elapsedMs(tq);
     if (!q) {
       (void)thaw();  // the agent rolls back by itself; this covers a host-side timeout
       return ctx(q.error().context("quiesce"));
     }
     m.quiesced = true;
     if (auto pl = q->find("plugins"); pl != q->end() && pl->is_array()) m.agentPlugins = *pl;
-    // Runs after the resume guard (declared later, so destroyed earlier): the guest must
-    // run again to process the thaw.
+    // Runs after the capture's resume (the guest must run again to process the thaw).
     thawOnFailure.emplace(std::function<void()>([&] {
       if (qemuGone()) return;
       if (auto s = thaw(); !s) log::error("could not thaw the guest after a failed snapshot: ", s.error().message());
     }));
   }
 
-  // Pre-flush while the guest runs, so that few dirty pages remain for the pause.
-  auto tFlush = Clock::now();
-  {
-    UniqueFd mem(::open(p.mem.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!mem) return ctx(Error::fromErrno(cat("open ", p.mem), errno));
-    if (::fdatasync(mem.get()) != 0) return ctx(Error::fromErrno(cat("fdatasync ", p.mem), errno));
-  }
-  if (auto s = backend->settle(p.live); !s) return ctx(s.error().context("pre-flush"));
-  m.timings.flushMs = msSince(tFlush);
-
-  // The device state goes next to the capture, not into live/: the capture would have to
-  // write it back within the pause. It joins the capture once the guest runs again.
-  const std::string devstate = tmp + "/devstate";
-  UniqueFd dev(::open(devstate.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (!dev) return ctx(Error::fromErrno(cat("open ", devstate), errno));
-  int devFd = dev.get();
-  if (auto r = c.execute("getfd", {{"fdname", kDevstateFdName}}, Deadline::in(5s), std::span<const int>(&devFd, 1)); !r)
-    return ctx(r.error());
-  (void)c.takeEvents();
-
-  // --- the pause: from here on every exit path resumes the guest ---
-  long long stopUs = 0;
-  bool resumed = !m.wasRunning;
-  ScopeExit resumeOnFailure([&] {
-    if (resumed || qemuGone()) return;
-    auto resume = [](qmp::Client& q) -> Status {
-      if (auto settled = settleMigration(q, Deadline::in(kEventTimeout)); !settled) return fail(settled.error());
-      return contAfterMigration(q, Deadline::in(kEventTimeout));
-    };
-    auto r = resume(c);
-    if (!r) {  // the connection may be what failed: try a fresh one
-      if (auto c2 = connectQmp(p, Deadline::in(5s))) r = resume(*c2);
-    }
-    if (!r) log::error("could not resume VM ", name, " after a failed snapshot: ", r.error().message());
-  });
-  auto tDev = Clock::now();
-  if (auto s = faultPoint("after-quiesce", qemuPid); !s) return ctx(s.error());
-  if (auto s = migrateDeviceState(c, qemuPid, tmp); !s) return ctx(s.error());
-  if (m.wasRunning) {
-    auto ev = c.waitEvent("STOP", Deadline::in(kEventTimeout));  // sent during the migration
-    if (!ev) return ctx(ev.error().context("pause"));
-    stopUs = ev->timestampUs;
-  }
-  if (auto s = faultPoint("after-stop", qemuPid); !s) return ctx(s.error());
-  dev.reset();
-  m.timings.devstateMs = msSince(tDev);
-
-  auto tCap = Clock::now();
-  if (auto s = backend->capture(p.live, tmp + "/data"); !s) return ctx(s.error().context("capture"));
-  m.timings.captureMs = msSince(tCap);
-  if (auto s = faultPoint("after-capture", qemuPid); !s) return ctx(s.error());
-
-  if (m.wasRunning) {
-    auto ev = resumeAfterMigration(c);
-    if (!ev) return ctx(ev.error().context("resume"));
-    resumed = true;
-    m.timings.pauseMs = static_cast<double>(ev->timestampUs - stopUs) / 1000.0;
-  }
-  // --- the guest runs again ---
-  if (thawOnFailure) {
+  // Pause, capture, resume; the guest is thawed as soon as it runs again.
+  auto whenRunning = [&] {
+    if (!thawOnFailure) return;
     thawOnFailure->cancel();
     if (auto s = thaw(); !s) {
       thawWarning = cat("the snapshot is complete, but the guest agent did not thaw: ", s.error().message());
       log::warn(thawWarning);
     }
-  }
+  };
+  if (auto s = path->capture(whenRunning); !s) return ctx(s.error());
   agentClient.reset();
   holdSignals.reset();  // a signal that arrived meanwhile is delivered now
-  if (auto s = fs::copyFile(devstate, tmp + "/data/devstate", fs::CopyMethod::reflinkOrCopy, 0400, fs::Sync::later); !s)
-    return ctx(s.error().context("device state into the snapshot"));
-  (void)fs::removeFile(devstate);
+  const std::string stream = path->streamFile();
+  if (auto s = moveIntoCapture(cat(tmp, "/", stream), cat(tmp, "/data/", stream)); !s)
+    return ctx(s.error().context(cat(stream == store::kDevstateFile ? "device state" : "state stream", " into the snapshot")));
   if (auto s = backend->seal(tmp + "/data"); !s) return ctx(s.error().context("seal the snapshot"));
 
   auto files = describeFiles(tmp + "/data");
   if (!files) return ctx(files.error());
   m.files = std::move(*files);
-  if (const auto* d = m.file("devstate")) m.devstateBytes = d->size;
+  if (const auto* d = m.file(stream)) m.devstateBytes = d->size;
   {
     std::vector<std::string> mine;
     for (const auto& f : m.files) mine.push_back(tmp + "/data/" + f.name);
@@ -356,7 +415,7 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
     }
     m.exclusiveBytes = store::exclusiveBytes(*own, parentMap);
   }
-  m.timings.totalMs = msSince(t0);
+  m.timings.totalMs = elapsedMs(t0);
   VMCKPT_TRY(store::writeManifest(tmp + "/manifest.json", m));
 
   if (auto s = faultPoint("before-publish", qemuPid); !s) return ctx(s.error());

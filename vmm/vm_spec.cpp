@@ -40,6 +40,40 @@ Result<Accel> parseAccel(std::string_view s) {
   return fail(Errc::invalidArgument, cat("accel '", s, "' is not one of auto, kvm, tcg"));
 }
 
+std::string_view ramBackendName(RamBackend r) { return r == RamBackend::anon ? "anon" : "file"; }
+
+Result<RamBackend> parseRamBackend(std::string_view s) {
+  if (s == "file") return RamBackend::file;
+  if (s == "anon") return RamBackend::anon;
+  return fail(Errc::invalidArgument, cat("RAM backend '", s, "' is not one of file, anon"));
+}
+
+namespace {
+Status validateDeviceMapEntry(std::string_view key, std::string_view value) {
+  if (key.empty() || key.size() > 32)
+    return fail(Errc::invalidArgument, cat("device map key '", key, "' must be 1-32 characters"));
+  for (char c : key)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+      return fail(Errc::invalidArgument, cat("device map key '", key, "' may only contain a-z, 0-9, '_'"));
+  if (value.empty() || value.size() > 128)
+    return fail(Errc::invalidArgument, cat("device map value for '", key, "' must be 1-128 characters"));
+  for (char c : value)
+    if (c <= ' ' || c > '~')
+      return fail(Errc::invalidArgument, cat("device map value for '", key, "' must be printable ASCII without spaces"));
+  return {};
+}
+}  // namespace
+
+Status parseDeviceMapArg(std::string_view arg, DeviceMap& into) {
+  auto eq = arg.find('=');
+  if (eq == std::string_view::npos)
+    return fail(Errc::invalidArgument, cat("--map '", arg, "' must be KEY=VALUE (e.g. ib=rxe:eth0, gpu=none, net=user)"));
+  std::string_view key = arg.substr(0, eq), value = arg.substr(eq + 1);
+  VMCKPT_TRY(validateDeviceMapEntry(key, value));
+  into[std::string(key)] = std::string(value);
+  return {};
+}
+
 std::string_view diskFormatName(DiskFormat f) { return f == DiskFormat::qcow2 ? "qcow2" : "raw"; }
 
 Result<DiskFormat> parseDiskFormat(std::string_view s) {
@@ -147,6 +181,8 @@ Json VmSpec::toJson() const {
       {"net", netJ},
       {"agent", agent},
       {"extra_args", extraArgs},
+      {"ram", ramBackendName(ram)},
+      {"device_map", deviceMap},
   };
 }
 
@@ -195,6 +231,17 @@ Result<VmSpec> VmSpec::fromJson(const Json& j) {
     }
     s.agent = j.value("agent", true);
     s.extraArgs = j.value("extra_args", std::vector<std::string>{});
+    auto ram = parseRamBackend(j.value("ram", std::string("file")));
+    if (!ram) return fail(Errc::corrupt, ram.error().message());
+    s.ram = *ram;
+    if (auto dm = j.find("device_map"); dm != j.end()) {
+      if (!dm->is_object() || dm->size() > 64) return fail(Errc::corrupt, "device_map is not an object of at most 64 entries");
+      for (const auto& [k, v] : dm->items()) {
+        if (!v.is_string()) return fail(Errc::corrupt, cat("device_map value for '", k, "' is not a string"));
+        if (auto e = validateDeviceMapEntry(k, v.get<std::string>()); !e) return fail(Errc::corrupt, e.error().message());
+        s.deviceMap[k] = v.get<std::string>();
+      }
+    }
     if (auto v = s.validate(); !v) return fail(Errc::corrupt, v.error().message());
     return s;
   } catch (const Json::exception& e) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -35,6 +36,20 @@ struct NetSpec {
   std::string remote;  // socket-udp: "127.0.0.1:PORT" we send to
   std::string mac;     // "52:54:00:xx:xx:xx"; derived from the name when empty
 };
+// Where guest RAM lives. file: a shared file in the store (the fast path maps and clones
+// it). anon: QEMU's anonymous memory; snapshots then need --live (background-snapshot),
+// which writes all of RAM into the snapshot, and restores read it back in full.
+enum class RamBackend { file, anon };
+std::string_view ramBackendName(RamBackend r);
+Result<RamBackend> parseRamBackend(std::string_view s);
+
+// What a restored or received VM gets instead of the devices it had, told to the guest
+// agent's plugins with RESTART: "ib" -> "rxe:eth0", "gpu" -> "none", "net" -> "user".
+// Keys: [a-z0-9_]{1,32}; values: up to 128 printable ASCII characters without spaces.
+using DeviceMap = std::map<std::string, std::string>;
+// One "--map KEY=VALUE" argument, added to (or replacing the key in) `into`.
+Status parseDeviceMapArg(std::string_view arg, DeviceMap& into);
+
 // "none", "user", "socket-udp,local=HOST:PORT,remote=HOST:PORT[,mac=M]".
 Result<NetSpec> parseNet(std::string_view s);
 std::string describeNet(const NetSpec& n);
@@ -42,7 +57,7 @@ std::string describeNet(const NetSpec& n);
 struct VmSpec {
   // On-disk format of spec.json; refuse a newer major or minor than we know.
   static constexpr int kFormatMajor = 1;
-  static constexpr int kFormatMinor = 0;
+  static constexpr int kFormatMinor = 1;  // 1.1: ram, device_map
 
   std::string name;
   unsigned vcpus = 1;
@@ -58,6 +73,8 @@ struct VmSpec {
   NetSpec net;
   bool agent = true;  // virtio-serial channel org.vmckpt.agent.0
   std::vector<std::string> extraArgs;
+  RamBackend ram = RamBackend::file;
+  DeviceMap deviceMap;  // from the latest restore/import/receive with --map
 
   Json toJson() const;
   // Tolerates unknown keys; refuses formats newer than this build knows.

@@ -17,7 +17,9 @@
 
 #include "common/child_process.hpp"
 #include "common/fs.hpp"
+#include "common/scope_exit.hpp"
 #include "common/strings.hpp"
+#include "common/temp_dir.hpp"
 #include "common/unique_fd.hpp"
 #include "harness.hpp"
 #include "loop_fs.hpp"
@@ -100,6 +102,16 @@ class SnapshotTest : public vmckpt::test::VmckptTest {
     }
     ADD_FAILURE() << "no verify answer from the guest: " << console(name).substr(0, 4000);
     return false;
+  }
+
+  // Has the guest rewrite its first `mib` MiB (the next generation of its pattern).
+  void dirty(const std::string& name, int mib) {
+    int before = countOf(console(name), "memtest: dirtied");
+    sendConsole(name, cat("dirty ", mib));
+    auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (countOf(console(name), "memtest: dirtied") == before && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(100ms);
+    ASSERT_GT(countOf(console(name), "memtest: dirtied"), before) << console(name);
   }
 
   Json snapshot(const std::string& name, const std::vector<std::string>& extra = {}) {
@@ -195,12 +207,7 @@ TEST_F(SnapshotTest, ChainOfThreeRestoresInAnyOrderAndCostsOnlyWhatChanged) {
   std::vector<Json> snaps;
   for (int i = 0; i < 3; ++i) {
     if (i > 0) {
-      int before = countOf(console("c1"), "memtest: dirtied");
-      sendConsole("c1", "dirty 64");
-      auto deadline = std::chrono::steady_clock::now() + 60s;
-      while (countOf(console("c1"), "memtest: dirtied") == before && std::chrono::steady_clock::now() < deadline)
-        std::this_thread::sleep_for(100ms);
-      ASSERT_GT(countOf(console("c1"), "memtest: dirtied"), before) << console("c1");
+      ASSERT_NO_FATAL_FAILURE(dirty("c1", 64));
     }
     countersBefore.push_back(lastCounter("c1"));
     snaps.push_back(snapshot("c1", {"--tag", cat("s", i + 1)}));
@@ -532,4 +539,120 @@ TEST_F(SnapshotTest, DamagedSnapshotsAreRefusedWithAPreciseReason) {
     std::this_thread::sleep_for(100ms);
   EXPECT_GE(first, atSnapshot) << console("d1");
   EXPECT_LE(first, atSnapshot + 2) << console("d1");
+}
+
+// Issue 8: a chain of three snapshots exported from a Btrfs store and imported into a
+// second store on a plain directory (another store mode, standing for another host):
+// the increments are a small fraction of the base, the imported snapshots verify and
+// restore, and a damaged or truncated stream is refused and leaves nothing behind.
+TEST_F(SnapshotTest, ExportImportChainOnlyChangesTravelAndDamageIsRefused) {
+  useStore("btrfs");
+  if (IsSkipped()) return;
+  bootMemtest("e1", "256M");
+  std::vector<std::string> ids;
+  std::vector<int> before, after;
+  for (int i = 0; i < 3; ++i) {
+    if (i > 0) {
+      ASSERT_NO_FATAL_FAILURE(dirty("e1", 4));
+    }
+    before.push_back(lastCounter("e1"));
+    ids.push_back(snapshot("e1")["id"]);
+    after.push_back(lastCounter("e1"));
+  }
+  const std::string streams = loop_->mountPoint() + "/streams";
+  ASSERT_TRUE(fs::makeDirs(streams));
+  auto exportOne = [&](const std::string& snap, const std::string& parent, const std::string& out) -> std::uint64_t {
+    std::vector<std::string> args = {"export", "e1", snap, "-o", out, "--json"};
+    if (!parent.empty()) args.insert(args.end(), {"--parent", parent});
+    CliRun r = vmckpt(args);
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_FALSE(fs::exists(out + ".part"));
+    return r.code == 0 ? r.json()["stream_bytes"].get<std::uint64_t>() : 0;
+  };
+  std::uint64_t base = exportOne(ids[0], "", streams + "/base");
+  std::uint64_t inc1 = exportOne(ids[1], ids[0], streams + "/inc1");
+  std::uint64_t inc2 = exportOne(ids[2], ids[1], streams + "/inc2");
+  std::printf("export: base %llu bytes, increments %llu and %llu bytes (%.1f%% and %.1f%% of the base)\n",
+              static_cast<unsigned long long>(base), static_cast<unsigned long long>(inc1),
+              static_cast<unsigned long long>(inc2), 100.0 * static_cast<double>(inc1) / static_cast<double>(base),
+              100.0 * static_cast<double>(inc2) / static_cast<double>(base));
+  EXPECT_GT(base, 150 * kMiB) << "the base carries the guest's pattern";
+  EXPECT_LT(inc1, base / 10) << "an increment after 4 MiB dirtied is a small fraction of the base";
+  EXPECT_LT(inc2, base / 10);
+  EXPECT_GT(inc1, 4 * kMiB) << "the 4 MiB the guest dirtied must travel";
+
+  // The second store ("the other host") on the plain temporary directory: copy mode.
+  // While it is used, this test's home is that store (console, qemuPids, teardown).
+  TempDir peer("vmckpt-peer");
+  ASSERT_FALSE(peer.path().empty());
+  const std::string srcHome = home_;
+  auto peerRun = [&](const std::vector<std::string>& args) { return vmckpt(args, {{"VMCKPT_HOME", peer.path()}}); };
+  auto nothingImported = [&] {
+    auto vms = listDir(peer.path() + "/vms");
+    EXPECT_TRUE(vms.empty()) << "left in the store: " << (vms.empty() ? "" : vms[0]);
+  };
+
+  // Damaged: one byte flipped in the middle (RAM data); truncated: cut at two thirds.
+  {
+    std::string bytes = *fs::readFile(streams + "/base", 1ull << 30);
+    std::string bad = bytes;
+    bad[bad.size() / 2] ^= 0x01;
+    ASSERT_TRUE(fs::writeFileAtomic(streams + "/damaged", bad));
+    CliRun r = peerRun({"import", "-i", streams + "/damaged"});
+    EXPECT_NE(r.code, 0);
+    expectOneLineError(r, "SHA-256");
+    nothingImported();
+    ASSERT_TRUE(fs::writeFileAtomic(streams + "/truncated", bytes.substr(0, bytes.size() * 2 / 3)));
+    r = peerRun({"import", "-i", streams + "/truncated"});
+    EXPECT_NE(r.code, 0);
+    expectOneLineError(r, "truncated at byte");
+    nothingImported();
+    r = peerRun({"import", "-i", streams + "/inc1"});
+    EXPECT_EQ(r.code, 3);
+    expectOneLineError(r, "import the base first");
+    nothingImported();
+  }
+
+  // Base and first increment from files; the second through a pipe, as over ssh.
+  CliRun r = peerRun({"import", "-i", streams + "/base", "--map", "net=user", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.json()["created_vm"], true);
+  r = peerRun({"import", "-i", streams + "/inc1", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.json()["parent"], ids[0]);
+  std::string pipeline = cat("VMCKPT_HOME=", shellQuote(srcHome), " ", VMCKPT_BIN, " export e1 ", ids[2], " --parent ",
+                             ids[1], " -o - | VMCKPT_HOME=", shellQuote(peer.path()), " ", VMCKPT_BIN, " import -i - --json");
+  auto piped = ChildProcess::spawn({.argv = {"/bin/sh", "-c", pipeline},
+                                    .env = environment(),
+                                    .stdoutTo = Redirect::toFile(streams + "/pipe.out"),
+                                    .stderrTo = Redirect::toFile(streams + "/pipe.err")});
+  ASSERT_TRUE(piped) << piped.error().message();
+  auto done = piped->wait(Deadline::in(120s));
+  ASSERT_TRUE(done) << done.error().message();
+  ASSERT_TRUE(done->success()) << *fs::readFile(streams + "/pipe.err");
+  EXPECT_NE(fs::readFile(streams + "/pipe.out")->find(ids[1]), std::string::npos) << "import's JSON names the parent";
+  for (const auto& id : ids) {
+    CliRun v = peerRun({"verify", "e1", id});
+    EXPECT_EQ(v.code, 0) << v.out << v.err;
+  }
+  Json peerSpec = Json::parse(*fs::readFile(peer.path() + "/vms/e1/spec.json"), nullptr, false);
+  EXPECT_EQ(peerSpec["device_map"]["net"], "user") << "--map is kept in the VM spec";
+
+  // The newest imported snapshot restores on "the other host" and continues from there.
+  home_ = peer.path();
+  ScopeExit backHome([&] {
+    for (int pid : qemuPids()) ::kill(pid, SIGKILL);
+    home_ = srcHome;
+  });
+  r = vmckpt({"restore", "e1", ids[2], "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_TRUE(waitForConsole("e1", "[vmckpt: restored from snapshot " + ids[2])) << console("e1");
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  int first = 0;
+  while (std::chrono::steady_clock::now() < deadline && (first = firstCounter(sinceLastRestore(console("e1")))) == 0)
+    std::this_thread::sleep_for(100ms);
+  EXPECT_GE(first, before[2]);
+  EXPECT_LE(first, after[2] + 2);
+  EXPECT_TRUE(guestVerifies("e1")) << "memory pattern damaged after export, import and restore";
+  ASSERT_EQ(vmckpt({"stop", "e1", "--force"}).code, 0);
 }

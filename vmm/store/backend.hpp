@@ -5,6 +5,8 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "common/error.hpp"
 #include "vmm/store/store_mode.hpp"
@@ -36,5 +38,9 @@ std::unique_ptr<Backend> makeBackend(StoreMode mode);
 
 // rm -rf that also deletes btrfs subvolumes (read-only snapshots included) inside it.
 Status removeStoreTree(const std::string& path);
+
+// Removes the directories `dir`/<prefix>...-<pid> whose process is gone: what a vmckpt
+// killed while building something in a staging directory left. Returns their names.
+std::vector<std::string> removeStaleStagingDirs(const std::string& dir, std::string_view prefix);
 
 }  // namespace vmckpt::vmm::store

@@ -18,6 +18,7 @@ bool plainName(const std::string& n) {
 constexpr std::string_view kKnownKeys[] = {
     "format",         "id",    "vm",    "tag",     "parent",         "created",         "store_mode", "vmckpt_version",
     "qemu",           "was_running", "spec", "files", "agent", "timings", "devstate_bytes", "exclusive_bytes",
+    "ram",
 };
 
 bool knownKey(std::string_view k) {
@@ -27,6 +28,14 @@ bool knownKey(std::string_view k) {
 }
 
 }  // namespace
+
+std::string_view snapshotRamName(SnapshotRam r) { return r == SnapshotRam::stream ? "stream" : "file"; }
+
+Result<SnapshotRam> parseSnapshotRam(std::string_view s) {
+  if (s == "file") return SnapshotRam::file;
+  if (s == "stream") return SnapshotRam::stream;
+  return fail(Errc::corrupt, cat("snapshot RAM kind '", s.substr(0, 32), "' is not one this vmckpt knows (file, stream)"));
+}
 
 const ManifestFile* Manifest::file(const std::string& name) const {
   for (const auto& f : files)
@@ -61,7 +70,9 @@ Json Manifest::toJson() const {
         {"pause_ms", timings.pauseMs},
         {"devstate_ms", timings.devstateMs},
         {"capture_ms", timings.captureMs},
+        {"stream_ms", timings.streamMs},
         {"total_ms", timings.totalMs}}},
+      {"ram", snapshotRamName(ram)},
       {"devstate_bytes", devstateBytes},
       {"exclusive_bytes", exclusiveBytes},
   };
@@ -111,11 +122,18 @@ Result<Manifest> Manifest::fromJson(const Json& j) {
       m.timings.pauseMs = t->value("pause_ms", 0.0);
       m.timings.devstateMs = t->value("devstate_ms", 0.0);
       m.timings.captureMs = t->value("capture_ms", 0.0);
+      m.timings.streamMs = t->value("stream_ms", 0.0);
       m.timings.totalMs = t->value("total_ms", 0.0);
     }
     if (auto a = j.find("agent"); a != j.end() && a->is_object()) {
       m.quiesced = a->value("quiesced", false);
       if (auto pl = a->find("plugins"); pl != a->end() && pl->is_array()) m.agentPlugins = *pl;
+    }
+    if (auto r = j.find("ram"); r != j.end()) {  // absent before format 1.1: the RAM file
+      if (!r->is_string()) return fail(Errc::corrupt, "manifest key 'ram' is not a string");
+      auto ram = parseSnapshotRam(r->get<std::string>());
+      if (!ram) return fail(ram.error());
+      m.ram = *ram;
     }
     m.devstateBytes = j.value("devstate_bytes", std::uint64_t{0});
     m.exclusiveBytes = j.value("exclusive_bytes", std::uint64_t{0});

@@ -18,6 +18,20 @@ namespace vmckpt::vmm::store {
 inline constexpr std::uint64_t kChecksumLimit = 64ull << 20;
 inline constexpr std::uint64_t kMaxManifestBytes = 4ull << 20;
 
+// Where a snapshot keeps guest RAM. file: the RAM file `mem` among its files, mapped by
+// the restored QEMU (the fast path); the migration stream (`devstate`) holds only device
+// state. stream: no RAM file; the stream (`state`, written by QEMU's background-snapshot
+// from `snapshot --live`) holds all of RAM and the device state, and a restore reads it
+// in full into anonymous RAM.
+enum class SnapshotRam { file, stream };
+std::string_view snapshotRamName(SnapshotRam r);
+Result<SnapshotRam> parseSnapshotRam(std::string_view s);
+
+// The migration stream's file name inside data/, by where RAM is.
+inline constexpr const char* kDevstateFile = "devstate";
+inline constexpr const char* kStateStreamFile = "state";
+inline const char* streamFileName(SnapshotRam r) { return r == SnapshotRam::stream ? kStateStreamFile : kDevstateFile; }
+
 struct ManifestFile {
   std::string name;  // plain file name inside the snapshot's data/ directory
   std::uint64_t size = 0;
@@ -30,12 +44,13 @@ struct Timings {
   double pauseMs = 0;     // QMP STOP to RESUME (QEMU's own event timestamps)
   double devstateMs = 0;  // migrate of device state (x-ignore-shared)
   double captureMs = 0;   // the copy-on-write capture
+  double streamMs = 0;    // ram stream: migrate to the stream's end (the guest ran meanwhile)
   double totalMs = 0;     // whole snapshot command
 };
 
 struct Manifest {
   static constexpr int kFormatMajor = 1;
-  static constexpr int kFormatMinor = 0;
+  static constexpr int kFormatMinor = 1;  // 1.1: ram
 
   std::string id;
   std::string vm;
@@ -50,7 +65,8 @@ struct Manifest {
   VmSpec spec;
   std::vector<ManifestFile> files;
   Timings timings;
-  std::uint64_t devstateBytes = 0;
+  SnapshotRam ram = SnapshotRam::file;
+  std::uint64_t devstateBytes = 0;   // size of the migration stream (with ram stream: all of RAM too)
   std::uint64_t exclusiveBytes = 0;  // bytes not shared with the parent when taken
   bool quiesced = false;             // the guest agent quiesced its plugins before the capture
   Json agentPlugins = Json::array(); // which plugins took part and what they answered

@@ -1,0 +1,56 @@
+#include "vmm/guest_quiesce.hpp"
+
+#include "common/log.hpp"
+#include "common/strings.hpp"
+
+namespace vmckpt::vmm {
+namespace {
+
+using namespace std::chrono_literals;
+constexpr auto kConnectAuto = 1000ms;  // "answers within a short deadline"
+constexpr auto kConnectRequired = 5000ms;
+constexpr auto kSlack = 2000ms;  // beyond the quiesce deadline the agent enforces itself
+
+}  // namespace
+
+Result<QuiescedGuest> QuiescedGuest::quiesce(const VmSpec& spec, const VmPaths& paths, AgentPolicy policy,
+                                             std::chrono::milliseconds timeout) {
+  QuiescedGuest g;
+  g.timeout_ = timeout;
+  if (policy == AgentPolicy::off) return g;
+  const bool required = policy == AgentPolicy::required;
+  if (!spec.agent) {
+    if (required)
+      return fail(Errc::unsupported, "--agent required, but the VM has no agent channel (created with --no-agent)");
+    g.note_ = "the VM has no agent channel";
+    return g;
+  }
+  auto client = agent::Client::connect(paths.agentSocket, Deadline::in(required ? kConnectRequired : kConnectAuto));
+  if (!client) {
+    if (required) return fail(client.error().context("--agent required"));
+    g.note_ = cat("guest agent not used: ", client.error().message());
+    log::info(g.note_);
+    return g;
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  auto q = client->call("quiesce", {{"deadline_ms", timeout.count()}}, Deadline::in(timeout + kSlack));
+  g.quiesceMs_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (!q) {
+    // The agent rolls back by itself; a thaw covers a host-side timeout.
+    (void)client->call("thaw", {{"deadline_ms", timeout.count()}}, Deadline::in(timeout + kSlack));
+    return fail(q.error().context("quiesce"));
+  }
+  if (auto pl = q->find("plugins"); pl != q->end() && pl->is_array()) g.plugins_ = *pl;
+  g.client_ = std::move(*client);
+  return g;
+}
+
+Status QuiescedGuest::thaw() {
+  if (!client_) return {};
+  auto r = client_->call("thaw", {{"deadline_ms", timeout_.count()}}, Deadline::in(timeout_ + kSlack));
+  client_.reset();
+  if (!r) return fail(r.error().context("thaw"));
+  return {};
+}
+
+}  // namespace vmckpt::vmm

@@ -1,0 +1,41 @@
+// The guest agent's part of an operation that must see the guest's devices parked: the
+// agent is used as the policy says (required, auto, off), asked to quiesce, and thawed
+// afterwards. Used by migrate; snapshot has the same steps interleaved with its journal.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+#include "common/error.hpp"
+#include "vmm/agent/agent_client.hpp"
+#include "vmm/lifecycle.hpp"
+
+namespace vmckpt::vmm {
+
+class QuiescedGuest {
+ public:
+  // Connects to the agent as `policy` says and asks it to quiesce (plugins park device
+  // state in guest RAM, filesystems freeze last). With policy auto, an agent that does
+  // not answer within a second is skipped and note() says why; with required, that fails.
+  static Result<QuiescedGuest> quiesce(const VmSpec& spec, const VmPaths& paths, AgentPolicy policy,
+                                       std::chrono::milliseconds timeout);
+
+  bool quiesced() const { return client_.has_value(); }
+  const std::string& note() const { return note_; }
+  double quiesceMs() const { return quiesceMs_; }
+  const Json& plugins() const { return plugins_; }
+  // Resumes the guest's devices (RESUME to plugins, filesystems thawed). Once only; a
+  // guest that was not quiesced has nothing to thaw.
+  Status thaw();
+
+ private:
+  QuiescedGuest() = default;
+  std::optional<agent::Client> client_;
+  std::chrono::milliseconds timeout_{0};
+  std::string note_;
+  double quiesceMs_ = 0;
+  Json plugins_ = Json::array();
+};
+
+}  // namespace vmckpt::vmm

@@ -1,0 +1,156 @@
+#include "vmm/migrate_wire.hpp"
+
+#include <array>
+#include <cstring>
+#include <string.h>
+
+#include "common/signal_block.hpp"
+#include "common/strings.hpp"
+#include "qmp/qmp_client.hpp"
+
+namespace vmckpt::vmm::wire {
+namespace {
+
+constexpr std::array<char, 8> kMagic = {'V', 'M', 'C', 'K', 'M', 'I', 'G', '1'};
+
+Unexpected<Error> refuse(std::string why) { return fail(Errc::protocol, std::move(why)); }
+
+bool isToken(std::string_view s, std::size_t maxLen, std::string_view extra) {
+  if (s.size() > maxLen) return false;
+  for (char c : s)
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          extra.find(c) != std::string_view::npos))
+      return false;
+  return true;
+}
+
+bool isSha256Hex(std::string_view s) {
+  if (s.size() != 64) return false;
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+std::uint64_t limitFor(const std::string& file) { return file == "kernel" ? kMaxKernelBytes : kMaxInitrdBytes; }
+
+}  // namespace
+
+std::vector<std::string> bootFileNames(const VmSpec& spec) {
+  std::vector<std::string> names;
+  if (spec.kernelBoot) names.push_back("kernel");
+  if (spec.hasInitrd) names.push_back("initrd");
+  return names;
+}
+
+// A peer's JSON is never read with .at()/value(), which throw on a wrong type.
+bool peerFlag(const Json& message, std::string_view key) {
+  if (!message.is_object()) return false;
+  auto it = message.find(key);
+  return it != message.end() && it->is_boolean() && it->get<bool>();
+}
+
+std::string peerText(const Json& message, std::string_view key) {
+  std::string raw = qmp::stringField(message, key, "(no reason given)");
+  std::string out;
+  for (char c : raw) {
+    if (out.size() >= kMaxPeerText) {
+      out += "...";
+      break;
+    }
+    out += (c >= ' ' && c <= '~') ? c : '?';
+  }
+  return out;
+}
+
+Json Offer::toJson() const {
+  Json filesJ = Json::array();
+  for (const auto& f : files) filesJ.push_back({{"name", f.name}, {"size", f.size}, {"sha256", f.sha256}});
+  return {{"type", "offer"},       {"protocol", kProtocol}, {"vm", sourceVm},
+          {"spec", spec.toJson()}, {"machine", machine},    {"qemu_version", qemuVersion},
+          {"postcopy", postcopy},  {"files", filesJ}};
+}
+
+Result<Offer> Offer::fromJson(const Json& j) {
+  Offer o;
+  if (long long p = qmp::intField(j, "protocol", -1); p != kProtocol)
+    return refuse(cat("the source speaks migration protocol ", p, ", this vmckpt speaks ", kProtocol));
+  auto specJ = j.find("spec");
+  if (specJ == j.end()) return refuse("the offer has no VM spec");
+  auto spec = VmSpec::fromJson(*specJ);
+  if (!spec) return refuse(cat("the source's VM spec is not acceptable: ", spec.error().message()));
+  o.spec = std::move(*spec);
+  // QEMU arguments from a peer could name any file on this host: never run them.
+  if (!o.spec.extraArgs.empty())
+    return refuse("the source VM has extra QEMU arguments (create --qemu-arg); receive does not run arguments a peer sends");
+  if (!isToken(o.spec.cpu, 128, "._-,=+"))
+    return refuse("the source's CPU model has characters other than letters, digits and ._-,=+");
+  o.sourceVm = qmp::stringField(j, "vm");
+  if (!validateVmName(o.sourceVm)) o.sourceVm = "?";
+  o.machine = qmp::stringField(j, "machine");
+  if (o.machine.empty() || !isToken(o.machine, 64, "._-"))
+    return refuse("the source's machine type is missing or has characters other than letters, digits and ._-");
+  o.qemuVersion = qmp::stringField(j, "qemu_version");
+  if (!isToken(o.qemuVersion, 32, ".+~-")) o.qemuVersion = "?";
+  if (auto pc = j.find("postcopy"); pc != j.end() && !pc->is_boolean()) return refuse("postcopy is not a boolean");
+  o.postcopy = peerFlag(j, "postcopy");
+
+  if (!o.spec.disks.empty()) return refuse(kDisksUnsupported);
+
+  const std::vector<std::string> names = bootFileNames(o.spec);
+  auto files = j.find("files");
+  if (files == j.end() || !files->is_array() || files->size() != names.size())
+    return refuse(cat("the offer must list exactly the boot files the spec needs (", join(names, ", "), ")"));
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const Json& f = (*files)[i];
+    BootFile b{qmp::stringField(f, "name"), 0, qmp::stringField(f, "sha256")};
+    if (b.name != names[i]) return refuse(cat("boot file ", i, " must be ", names[i]));
+    long long size = qmp::intField(f, "size", -1);
+    if (size <= 0 || static_cast<std::uint64_t>(size) > limitFor(b.name))
+      return refuse(cat(b.name, ": size must be between 1 B and ", formatSize(limitFor(b.name))));
+    b.size = static_cast<std::uint64_t>(size);
+    if (!isSha256Hex(b.sha256)) return refuse(cat(b.name, ": sha256 is not 64 lowercase hex digits"));
+    o.files.push_back(std::move(b));
+  }
+  return o;
+}
+
+Status checkSignals() {
+  if (int sig = SignalBlock::takePending(); sig != 0)
+    return fail(Errc::processFailed, cat("interrupted by SIG", ::sigabbrev_np(sig)));
+  return {};
+}
+
+Status sendFrame(int fd, const Json& message, Deadline deadline, const tcp::Interrupt& interrupt) {
+  std::string body = message.dump(-1, ' ', false, Json::error_handler_t::replace);
+  if (body.size() > kMaxFrameBytes) return fail(Errc::internal, cat("migration message of ", body.size(), " bytes is too large"));
+  std::string frame(kMagic.begin(), kMagic.end());
+  const auto len = static_cast<std::uint32_t>(body.size());
+  for (int shift : {24, 16, 8, 0}) frame += static_cast<char>((len >> shift) & 0xff);
+  frame += body;
+  return tcp::sendAll(fd, frame.data(), frame.size(), deadline, interrupt);
+}
+
+Result<Json> readFrame(int fd, std::initializer_list<std::string_view> expected, Deadline deadline,
+                       const tcp::Interrupt& interrupt) {
+  std::array<unsigned char, kMagic.size() + 4> head{};
+  VMCKPT_TRY(tcp::readExact(fd, head.data(), head.size(), deadline, interrupt));
+  if (std::memcmp(head.data(), kMagic.data(), kMagic.size()) != 0)
+    return refuse("the peer does not speak the vmckpt migration protocol (wrong magic)");
+  std::uint32_t len = 0;
+  for (std::size_t i = kMagic.size(); i < head.size(); ++i) len = (len << 8) | head[i];
+  if (len == 0 || len > kMaxFrameBytes)
+    return refuse(cat("the peer sent a message of ", len, " bytes (at most ", kMaxFrameBytes, ")"));
+  std::string body(len, '\0');
+  VMCKPT_TRY(tcp::readExact(fd, body.data(), body.size(), deadline, interrupt));
+  Json j = Json::parse(body, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return refuse("the peer sent a message that is not a JSON object");
+  std::string type = qmp::stringField(j, "type");
+  std::string want;
+  for (auto e : expected) {
+    if (type == e) return j;
+    want += cat(want.empty() ? "" : " or ", e);
+  }
+  return refuse(cat("the peer sent '", peerText(j, "type"), "' where ", want, " was expected"));
+}
+
+}  // namespace vmckpt::vmm::wire

@@ -1,0 +1,59 @@
+#include "vmm/store/manifest.hpp"
+
+#include <gtest/gtest.h>
+
+using namespace vmckpt;
+using namespace vmckpt::vmm;
+
+namespace {
+
+store::Manifest liveManifest() {
+  store::Manifest m;
+  m.id = "20261122-000000-abcd";
+  m.vm = "vm1";
+  m.spec.name = "vm1";
+  m.spec.memoryBytes = 256ull << 20;
+  m.spec.ram = RamBackend::anon;
+  m.spec.kernelBoot = true;
+  m.ram = store::SnapshotRam::stream;
+  m.files = {{store::kStateStreamFile, 200ull << 20, ""}};
+  m.timings.streamMs = 640;
+  return m;
+}
+
+}  // namespace
+
+TEST(Manifest, LiveSnapshotRoundTripsWithItsStream) {
+  auto m = store::Manifest::fromJson(liveManifest().toJson());
+  ASSERT_TRUE(m) << m.error().message();
+  EXPECT_EQ(m->ram, store::SnapshotRam::stream);
+  EXPECT_EQ(m->spec.ram, RamBackend::anon);
+  EXPECT_DOUBLE_EQ(m->timings.streamMs, 640);
+  EXPECT_STREQ(store::streamFileName(m->ram), "state");
+  EXPECT_STREQ(store::streamFileName(store::SnapshotRam::file), "devstate");
+}
+
+TEST(Manifest, FormatOneZeroWithoutRamKeepsItInTheRamFile) {
+  Json j = liveManifest().toJson();
+  j.erase("ram");
+  j["format"]["minor"] = 0;
+  auto m = store::Manifest::fromJson(j);
+  ASSERT_TRUE(m) << m.error().message();
+  EXPECT_EQ(m->ram, store::SnapshotRam::file);
+}
+
+TEST(Manifest, UnknownRamKindsAndNewerFormatsAreRefused) {
+  Json j = liveManifest().toJson();
+  j["ram"] = "compressed";
+  auto unknown = store::Manifest::fromJson(j);
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code(), Errc::corrupt);
+  EXPECT_NE(unknown.error().message().find("'compressed'"), std::string::npos) << unknown.error().message();
+  j["ram"] = 1;
+  EXPECT_FALSE(store::Manifest::fromJson(j));
+  j = liveManifest().toJson();
+  j["format"]["minor"] = store::Manifest::kFormatMinor + 1;
+  auto newer = store::Manifest::fromJson(j);
+  ASSERT_FALSE(newer);
+  EXPECT_NE(newer.error().message().find("newer than this vmckpt understands"), std::string::npos);
+}
