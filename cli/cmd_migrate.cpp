@@ -26,6 +26,9 @@ Result<std::uint64_t> parseBandwidth(std::string_view text) {
 }
 
 std::string describeProgress(const std::string& vm, const vmm::MigrationProgress& p) {
+  if (p.status == "mirroring disks")
+    return cat("migrating ", vm, ": mirroring disks, ", formatSize(p.transferredBytes), " of ", formatSize(p.totalBytes),
+               " copied, ", fixed(p.elapsedMs / 1000, 1), " s");
   return cat("migrating ", vm, ": ", p.status, ", ", formatSize(p.transferredBytes), " sent, ", formatSize(p.remainingBytes),
              " left, dirty ", p.dirtyPagesRate, " pages/s, pass ", p.iterations, ", ", fixed(p.mbps, 0), " Mbit/s, ",
              fixed(p.elapsedMs / 1000, 1), " s");

@@ -10,7 +10,7 @@ namespace vmckpt::cli {
 void addRecover(CLI::App& app, Context& ctx) {
   auto name = std::make_shared<std::string>();
   auto* sub = app.add_subcommand(
-      "recover", "Finish or roll back an interrupted snapshot or restore (resume the guest, drop partial files)");
+      "recover", "Finish or roll back an interrupted snapshot, restore or migrate (resume the guest, drop partial files)");
   sub->add_option("name", *name, "VM name")->required();
   sub->callback([&ctx, name] {
     ctx.action = [&ctx, name]() -> Status {

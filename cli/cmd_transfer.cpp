@@ -55,7 +55,7 @@ void addExport(CLI::App& app, Context& ctx) {
       }
       ProgressLine progress(ctx);
       vmm::ExportOptions opts{o->parent, [&](std::uint64_t done, std::uint64_t total) {
-                                progress.update(cat("export: ", formatSize(done), " of ", formatSize(total), " read"));
+                                progress.update(cat("export: ", formatSize(done), " of ", formatSize(total), " done"));
                               }};
       auto r = mgr->exportSnapshot(o->name, o->snap, opts, toStdout ? STDOUT_FILENO : file.get());
       progress.done();
@@ -70,11 +70,13 @@ void addExport(CLI::App& app, Context& ctx) {
                 {"parent", r->parent.empty() ? Json(nullptr) : Json(r->parent)},
                 {"stream_bytes", r->streamBytes},
                 {"data_bytes", r->dataBytes},
+                {"bytes_read", r->bytesRead},
                 {"output", o->out}};
       report(ctx, toStdout, j,
              cat("exported snapshot ", r->snapshot, " of VM ", r->vm,
                  r->parent.empty() ? std::string(" (whole)") : cat(" (changes since ", r->parent, ")"), ": ",
-                 formatSize(r->streamBytes), " stream for ", formatSize(r->dataBytes), " of files, to ",
+                 formatSize(r->streamBytes), " stream for ", formatSize(r->dataBytes), " of files (",
+                 formatSize(r->bytesRead), " read), to ",
                  toStdout ? std::string("stdout") : o->out));
       return {};
     };

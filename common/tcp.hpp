@@ -35,6 +35,8 @@ class Listener {
   // is in address().
   static Result<Listener> open(const Endpoint& at);
   const std::string& address() const { return address_; }
+  // The listening socket, to hand to another process (QEMU's NBD server takes it with getfd).
+  int fd() const { return fd_.get(); }
   // Waits for one connection; `peer` gets its address.
   Result<UniqueFd> acceptOne(Deadline deadline, const Interrupt& interrupt, std::string& peer);
 

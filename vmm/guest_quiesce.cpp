@@ -13,16 +13,15 @@ constexpr auto kSlack = 2000ms;  // beyond the quiesce deadline the agent enforc
 
 }  // namespace
 
-Result<QuiescedGuest> QuiescedGuest::quiesce(const VmSpec& spec, const VmPaths& paths, AgentPolicy policy,
-                                             std::chrono::milliseconds timeout) {
+Result<QuiescedGuest> QuiescedGuest::connect(const VmSpec& spec, const VmPaths& paths, AgentPolicy policy) {
   QuiescedGuest g;
-  g.timeout_ = timeout;
   if (policy == AgentPolicy::off) return g;
   const bool required = policy == AgentPolicy::required;
   if (!spec.agent) {
     if (required)
       return fail(Errc::unsupported, "--agent required, but the VM has no agent channel (created with --no-agent)");
     g.note_ = "the VM has no agent channel";
+    log::info(g.note_);
     return g;
   }
   auto client = agent::Client::connect(paths.agentSocket, Deadline::in(required ? kConnectRequired : kConnectAuto));
@@ -32,23 +31,40 @@ Result<QuiescedGuest> QuiescedGuest::quiesce(const VmSpec& spec, const VmPaths& 
     log::info(g.note_);
     return g;
   }
-  auto t0 = std::chrono::steady_clock::now();
-  auto q = client->call("quiesce", {{"deadline_ms", timeout.count()}}, Deadline::in(timeout + kSlack));
-  g.quiesceMs_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  if (!q) {
-    // The agent rolls back by itself; a thaw covers a host-side timeout.
-    (void)client->call("thaw", {{"deadline_ms", timeout.count()}}, Deadline::in(timeout + kSlack));
-    return fail(q.error().context("quiesce"));
-  }
-  if (auto pl = q->find("plugins"); pl != q->end() && pl->is_array()) g.plugins_ = *pl;
   g.client_ = std::move(*client);
   return g;
 }
 
+Result<QuiescedGuest> QuiescedGuest::quiesce(const VmSpec& spec, const VmPaths& paths, AgentPolicy policy,
+                                             std::chrono::milliseconds timeout) {
+  auto g = connect(spec, paths, policy);
+  if (!g) return fail(g.error());
+  VMCKPT_TRY(g->quiesce(timeout));
+  return g;
+}
+
+Status QuiescedGuest::quiesce(std::chrono::milliseconds timeout) {
+  if (!client_ || quiesced_) return {};
+  timeout_ = timeout;
+  auto t0 = std::chrono::steady_clock::now();
+  auto q = client_->call("quiesce", {{"deadline_ms", timeout.count()}}, Deadline::in(timeout + kSlack));
+  quiesceMs_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (!q) {
+    // The agent rolls back by itself; a thaw covers a host-side timeout.
+    (void)client_->call("thaw", {{"deadline_ms", timeout.count()}}, Deadline::in(timeout + kSlack));
+    client_.reset();
+    return fail(q.error().context("quiesce"));
+  }
+  if (auto pl = q->find("plugins"); pl != q->end() && pl->is_array()) plugins_ = *pl;
+  quiesced_ = true;
+  return {};
+}
+
 Status QuiescedGuest::thaw() {
-  if (!client_) return {};
+  if (!client_ || !quiesced_) return {};
   auto r = client_->call("thaw", {{"deadline_ms", timeout_.count()}}, Deadline::in(timeout_ + kSlack));
   client_.reset();
+  quiesced_ = false;
   if (!r) return fail(r.error().context("thaw"));
   return {};
 }

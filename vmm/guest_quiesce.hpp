@@ -1,6 +1,7 @@
 // The guest agent's part of an operation that must see the guest's devices parked: the
 // agent is used as the policy says (required, auto, off), asked to quiesce, and thawed
-// afterwards. Used by migrate; snapshot has the same steps interleaved with its journal.
+// afterwards. Used by snapshot and migrate; both write their journal between connecting
+// and asking (a kill during the quiesce must thaw too), hence two steps.
 #pragma once
 
 #include <chrono>
@@ -15,13 +16,20 @@ namespace vmckpt::vmm {
 
 class QuiescedGuest {
  public:
-  // Connects to the agent as `policy` says and asks it to quiesce (plugins park device
-  // state in guest RAM, filesystems freeze last). With policy auto, an agent that does
-  // not answer within a second is skipped and note() says why; with required, that fails.
+  // Connects to the agent as `policy` says. With policy auto, an agent that does not
+  // answer within a second is skipped and note() says why; with required, that fails.
+  static Result<QuiescedGuest> connect(const VmSpec& spec, const VmPaths& paths, AgentPolicy policy);
+  // connect(), then quiesce().
   static Result<QuiescedGuest> quiesce(const VmSpec& spec, const VmPaths& paths, AgentPolicy policy,
                                        std::chrono::milliseconds timeout);
 
-  bool quiesced() const { return client_.has_value(); }
+  // An agent to ask (connect found one).
+  bool connected() const { return client_.has_value(); }
+  // Asks the connected agent to quiesce (plugins park device state in guest RAM,
+  // filesystems freeze last) within `timeout`. On failure the agent has rolled back and
+  // is no longer connected. Nothing to do without an agent.
+  Status quiesce(std::chrono::milliseconds timeout);
+  bool quiesced() const { return quiesced_; }
   const std::string& note() const { return note_; }
   double quiesceMs() const { return quiesceMs_; }
   const Json& plugins() const { return plugins_; }
@@ -33,6 +41,7 @@ class QuiescedGuest {
   QuiescedGuest() = default;
   std::optional<agent::Client> client_;
   std::chrono::milliseconds timeout_{0};
+  bool quiesced_ = false;
   std::string note_;
   double quiesceMs_ = 0;
   Json plugins_ = Json::array();

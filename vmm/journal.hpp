@@ -13,16 +13,17 @@
 
 namespace vmckpt::vmm {
 
-enum class JournalOp { snapshot, restore };
+enum class JournalOp { snapshot, restore, migrate };
 
 struct JournalEntry {
   JournalOp op = JournalOp::snapshot;
   std::string snapshotId;  // snapshot: the one being made; restore: the one restored
   bool guestWasRunning = false;  // snapshot: resume it if it is found paused
-  bool quiesced = false;         // snapshot: the agent froze the guest; thaw it
+  bool quiesced = false;         // snapshot, migrate: the agent froze the guest; thaw it
   bool keepPaused = false;       // restore --paused
   std::string freshLive;         // restore in place: the clone, then live/ (a name in the VM dir)
   std::string oldLive;           // restore in place: the replaced live/ (a name in the VM dir)
+  std::string peer;              // migrate: where to (host:port, for the messages)
   long pid = 0;                  // the vmckpt process that wrote it
   std::string started;           // ISO 8601 UTC
 };

@@ -29,6 +29,14 @@ TEST(Journal, RoundTripAndClear) {
   EXPECT_EQ((*back)->pid, 42);
   ASSERT_TRUE(clearJournal(p));
   EXPECT_FALSE(readJournal(p)->has_value());
+
+  JournalEntry m{.op = JournalOp::migrate, .guestWasRunning = true, .quiesced = true, .peer = "[fd00::1]:7000", .pid = 7};
+  ASSERT_TRUE(writeJournal(p, m));
+  back = readJournal(p);
+  ASSERT_TRUE(back && back->has_value());
+  EXPECT_EQ((*back)->op, JournalOp::migrate);
+  EXPECT_EQ((*back)->peer, "[fd00::1]:7000");
+  EXPECT_TRUE((*back)->quiesced);
 }
 
 TEST(Journal, DamagedOrPlantedJournalsAreRefused) {
@@ -44,6 +52,8 @@ TEST(Journal, DamagedOrPlantedJournalsAreRefused) {
            R"({"format": 1, "op": "restore", "old_live": "live"})",
            R"({"format": 1, "op": "snapshot", "snapshot": "../x/y"})",
            R"({"format": 1, "op": "snapshot", "quiesced": "yes"})",
+           R"({"format": 1, "op": "migrate", "peer": "host:1\u001b[2J"})",
+           R"({"format": 1, "op": "migrate", "peer": "a b:1"})",
        }) {
     ASSERT_TRUE(fs::writeFileAtomic(p.journal, text));
     auto r = readJournal(p);

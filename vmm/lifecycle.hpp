@@ -140,6 +140,7 @@ struct ExportResult {
   std::string vm, snapshot, parent;
   std::uint64_t streamBytes = 0;  // bytes written to the output
   std::uint64_t dataBytes = 0;    // logical size of the snapshot's files
+  std::uint64_t bytesRead = 0;    // read from both snapshots' files (extents shared with the parent are not)
 };
 
 struct ImportOptions {

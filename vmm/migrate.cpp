@@ -1,7 +1,8 @@
 // VmManager::migrate: the source side of a live migration to `vmckpt receive` (see
 // migrate_wire.hpp for the conversation). RAM travels in QEMU's own migration stream on
-// the connection vmckpt opened; until the receiver says the guest runs there,
-// any failure cancels the migration and leaves the guest running here.
+// the connection vmckpt opened, disks as QEMU's mirror jobs into the receiver's NBD
+// exports (migrate_disks.hpp); until the receiver says the guest runs there, any failure
+// cancels the migration and the mirrors and leaves the guest running here on its disks.
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -21,7 +22,10 @@
 #include "common/tcp.hpp"
 #include "common/unique_fd.hpp"
 #include "vmm/guest_quiesce.hpp"
+#include "vmm/journal.hpp"
+#include "vmm/disk_image.hpp"
 #include "vmm/lifecycle.hpp"
+#include "vmm/migrate_disks.hpp"
 #include "vmm/migrate_wire.hpp"
 #include "vmm/qemu_boot.hpp"
 #include "vmm/qemu_process.hpp"
@@ -100,7 +104,7 @@ Status sendBootFile(int sock, const std::string& path, std::uint64_t size, Deadl
 // The offer of VM `name`: what the receiver needs to build the same VM and QEMU.
 Result<wire::Offer> makeOffer(const std::string& name, const VmSpec& spec, const VmPaths& p, std::string machine,
                               std::string qemuVersion, bool postcopy) {
-  wire::Offer o{name, spec, std::move(machine), std::move(qemuVersion), postcopy, {}};
+  wire::Offer o{name, spec, std::move(machine), std::move(qemuVersion), postcopy, {}, {}};
   for (const auto& f : wire::bootFileNames(spec)) {
     const std::string& path = f == "kernel" ? p.kernel : p.initrd;
     struct stat st{};
@@ -109,16 +113,27 @@ Result<wire::Offer> makeOffer(const std::string& name, const VmSpec& spec, const
     if (!sum) return fail(sum.error());
     o.files.push_back({f, static_cast<std::uint64_t>(st.st_size), *sum});
   }
+  for (const auto& d : spec.disks) {
+    auto size = diskVirtualSize(cat(p.live, "/", d.file), d.format);
+    if (!size) return fail(size.error());
+    o.disks.push_back({d.file, d.format, *size});
+  }
   return o;
 }
 
-Status setMigrationCapabilities(qmp::Client& c, bool postcopy) {
+// `disks`: QEMU stops before the switch-over (pre-switchover) until the mirrors are ended.
+Status setMigrationCapabilities(qmp::Client& c, bool postcopy, bool disks) {
   Json caps = Json::array({{{"capability", "events"}, {"state", true}},
                            {{"capability", "x-ignore-shared"}, {"state", false}},  // RAM travels
-                           {{"capability", "postcopy-ram"}, {"state", postcopy}}});
+                           {{"capability", "postcopy-ram"}, {"state", postcopy}},
+                           {{"capability", "pause-before-switchover"}, {"state", disks}}});
   if (auto r = c.execute("migrate-set-capabilities", {{"capabilities", caps}}); !r)
     return fail(r.error().context("migrate-set-capabilities"));
   return {};
+}
+
+bool isPreSwitchover(const qmp::Event& e) {
+  return e.name == "MIGRATION" && qmp::stringField(e.data, "status") == "pre-switchover";
 }
 
 }  // namespace
@@ -145,7 +160,6 @@ Result<MigrateResult> VmManager::migrate(const std::string& name, const MigrateO
                       out.sysErrno()));
   };
 
-  if (!spec.disks.empty()) return fail(Errc::unsupported, cat("migrate ", name, ": ", wire::kDisksUnsupported));
   auto before = statusLocked(name, spec);
   if (!before) return fail(before.error());
   if (before->state != VmState::running)
@@ -165,10 +179,11 @@ Result<MigrateResult> VmManager::migrate(const std::string& name, const MigrateO
   auto offer = makeOffer(name, spec, p, machine,
                          cat(c.greeting().major, ".", c.greeting().minor, ".", c.greeting().micro), opts.postcopy);
   if (!offer) return ctx(offer.error());
-  if (auto s = setMigrationCapabilities(c, opts.postcopy); !s) return ctx(s.error());
+  const bool disks = !spec.disks.empty();
+  if (auto s = setMigrationCapabilities(c, opts.postcopy, disks); !s) return ctx(s.error());
   // Taken back whenever the migration does not happen: postcopy-ram would make the next
   // snapshot's device-state migrate ask for a return path that a file cannot give.
-  auto resetCaps = [](qmp::Client& q) { (void)setMigrationCapabilities(q, false); };
+  auto resetCaps = [](qmp::Client& q) { (void)setMigrationCapabilities(q, false, false); };
   Json params = {{"downtime-limit", opts.downtimeLimit.count()},
                  {"max-bandwidth", opts.bandwidthBytesPerSec ? opts.bandwidthBytesPerSec : kUnlimitedBandwidth}};
   if (auto r = c.execute("migrate-set-parameters", params); !r) {
@@ -190,6 +205,7 @@ Result<MigrateResult> VmManager::migrate(const std::string& name, const MigrateO
 
   // 1. The offer and the boot files; the receiver builds the VM and starts its QEMU.
   Deadline offerDeadline = Deadline::in(kOfferTimeout);
+  std::uint16_t nbdPort = 0;
   auto sendOffer = [&]() -> Status {
     VMCKPT_TRY(wire::sendFrame(sock, offer->toJson(), offerDeadline, wire::checkSignals));
     for (const auto& f : offer->files)
@@ -198,16 +214,65 @@ Result<MigrateResult> VmManager::migrate(const std::string& name, const MigrateO
     if (!reply) return fail(reply.error().context("waiting for the receiver"));
     if (qmp::stringField(*reply, "type") == "refused")
       return fail(Errc::processFailed, cat("the receiver refused: ", wire::peerText(*reply, "error")));
+    if (disks) {
+      auto port = wire::nbdPort(*reply);
+      if (!port) return fail(port.error());
+      nbdPort = *port;
+    }
     return {};
   };
   if (auto s = sendOffer(); !s) {
     resetCaps(c);
     return ctx(s.error());
   }
+  // From here QEMU holds state a killed vmckpt would leave behind (mirror jobs, the
+  // migration, which carries on without us): the journal says what, for `recover`.
+  JournalEntry journal{.op = JournalOp::migrate, .guestWasRunning = true, .peer = to->display(), .pid = ::getpid(),
+                       .started = nowIso()};
+  if (auto s = writeJournal(p, journal); !s) {
+    resetCaps(c);
+    return ctx(s.error().context("journal"));
+  }
+  ScopeExit journalDone([&] { (void)clearJournal(p); });  // destroyed last: after every other guard
 
-  // 2. Quiesce, then tell the receiver to expect QEMU's stream (or why not).
-  auto guest = QuiescedGuest::quiesce(spec, p, opts.agent, opts.quiesceTimeout);
-  Status prepared = guest ? unplugMigrationBlockers(c, spec) : Status(fail(guest.error()));
+  // 2. The disks: mirrored into the receiver's exports until in sync, the guest running.
+  // From here on, a write of the guest reaches both copies before it completes.
+  DiskMirrors mirrors;
+  auto copyDisks = [&]() -> Status {
+    if (!disks) return {};
+    VMCKPT_TRY(mirrors.start(c, spec.disks.size(), to->host, nbdPort));
+    auto tMirror = Clock::now();
+    return mirrors.waitReady(c, Deadline::at(t0 + opts.timeout), wire::checkSignals,
+                             [&](std::uint64_t copied, std::uint64_t total) {
+                               if (!opts.progress) return;
+                               MigrationProgress prog;
+                               prog.status = "mirroring disks";
+                               prog.transferredBytes = copied;
+                               prog.totalBytes = total;
+                               prog.remainingBytes = total > copied ? total - copied : 0;
+                               prog.elapsedMs = msSince(tMirror);
+                               opts.progress(prog);
+                             });
+  };
+  if (auto s = copyDisks(); !s) {
+    (void)wire::sendFrame(sock, {{"type", "abort"}, {"error", s.error().message()}}, Deadline::in(5s));
+    mirrors.abandon(c);
+    resetCaps(c);
+    return ctx(s.error().context("mirroring the disks"));
+  }
+
+  // 3. Quiesce, then tell the receiver to expect QEMU's stream (or why not).
+  auto guest = QuiescedGuest::connect(spec, p, opts.agent);
+  auto quiesce = [&]() -> Status {
+    if (!guest) return fail(guest.error());
+    if (guest->connected()) {
+      journal.quiesced = true;  // before asking: a kill during the quiesce must thaw too
+      VMCKPT_TRY(writeJournal(p, journal));
+    }
+    VMCKPT_TRY(guest->quiesce(opts.quiesceTimeout));
+    return unplugMigrationBlockers(c, spec);
+  };
+  Status prepared = quiesce();
   Json go = prepared ? Json{{"type", "go"}, {"quiesced", guest->quiesced()}}
                      : Json{{"type", "abort"}, {"error", prepared.error().message()}};
   Status told = wire::sendFrame(sock, go, Deadline::in(10s), wire::checkSignals);
@@ -216,11 +281,12 @@ Result<MigrateResult> VmManager::migrate(const std::string& name, const MigrateO
       replugMigrationBlockers(c, spec);
       if (auto t = guest->thaw(); !t) log::error("could not thaw the guest: ", t.error().message());
     }
+    mirrors.abandon(c);
     resetCaps(c);
     return ctx(!prepared ? prepared.error() : told.error().context("telling the receiver to start"));
   }
 
-  // 3. QEMU's stream on the same connection. Until the receiver says its guest runs,
+  // 4. QEMU's stream on the same connection. Until the receiver says its guest runs,
   // every failure cancels the migration and resumes the guest here.
   bool committed = false;  // the receiver runs the guest: nothing to undo
   ScopeExit resumeHere([&] {
@@ -229,6 +295,7 @@ Result<MigrateResult> VmManager::migrate(const std::string& name, const MigrateO
     if (postcopyStarted) return;  // resuming here would run a guest missing what it did there
     auto resume = [&](qmp::Client& q) -> Status {
       if (auto settled = settleMigration(q, Deadline::in(kSettleTimeout)); !settled) return fail(settled.error());
+      mirrors.abandon(q);  // the source's disks were only read: they stay as they are
       VMCKPT_TRY(contAfterMigration(q, Deadline::in(kSettleTimeout)));
       resetCaps(q);
       replugMigrationBlockers(q, spec);
@@ -258,6 +325,14 @@ Result<MigrateResult> VmManager::migrate(const std::string& name, const MigrateO
       final = std::move(*q);
       break;
     }
+    if (prog.status == "pre-switchover") {
+      // The guest is paused and its last writes are in both copies: the mirrors end (the
+      // receiver's images are complete), then QEMU sends the rest.
+      if (auto s = mirrors.finish(c, Deadline::in(kSettleTimeout)); !s) return ctx(s.error().context("ending the disk mirrors"));
+      if (auto r = c.execute("migrate-continue", {{"state", "pre-switchover"}}); !r)
+        return ctx(r.error().context("migrate-continue"));
+      continue;
+    }
     if (prog.status == "failed" || prog.status == "cancelled" || prog.status == "postcopy-paused") {
       std::string why = qmp::stringField(*q, "error-desc", prog.status);
       return ctx(Error(Errc::processFailed, cat("migration ", prog.status, ": ", why)));
@@ -275,11 +350,15 @@ Result<MigrateResult> VmManager::migrate(const std::string& name, const MigrateO
     auto next = Clock::now() + kPollInterval;
     while (Clock::now() < next) {
       if (auto s = wire::checkSignals(); !s) return ctx(s.error());
-      std::this_thread::sleep_for(50ms);
+      if (!disks) {
+        std::this_thread::sleep_for(50ms);
+      } else if (c.waitEvent(isPreSwitchover, Deadline::in(50ms))) {
+        break;  // the guest is paused for the switch-over: no time to lose
+      }
     }
   }
 
-  // 4. The receiver's word that the guest runs there (it has it all; this QEMU is stopped).
+  // 5. The receiver's word that the guest runs there (it has it all; this QEMU is stopped).
   // After a switch to postcopy the guest has run there since; the word only confirms it.
   auto word = wire::readFrame(sock, {"running", "failed"}, Deadline::in(kConfirmTimeout), wire::checkSignals);
   if (!word && !postcopyStarted) return ctx(word.error().context("waiting for the receiver to run the guest"));

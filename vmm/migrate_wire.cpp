@@ -33,6 +33,29 @@ bool isSha256Hex(std::string_view s) {
 
 std::uint64_t limitFor(const std::string& file) { return file == "kernel" ? kMaxKernelBytes : kMaxInitrdBytes; }
 
+// The disk list must repeat the spec's disks, under the names `create` gives them (so a
+// peer cannot make the receiver write over mem, kernel or initrd), with sane sizes.
+Result<std::vector<DiskOffer>> disksFromJson(const Json& j, const VmSpec& spec) {
+  if (spec.disks.size() > kMaxDisks) return refuse(cat("the source VM has ", spec.disks.size(), " disks (at most ", kMaxDisks, ")"));
+  auto disks = j.find("disks");
+  if (spec.disks.empty() && disks == j.end()) return std::vector<DiskOffer>{};
+  if (disks == j.end() || !disks->is_array() || disks->size() != spec.disks.size())
+    return refuse(cat("the offer must list the VM's ", spec.disks.size(), " disks with their sizes"));
+  std::vector<DiskOffer> out;
+  for (std::size_t i = 0; i < spec.disks.size(); ++i) {
+    const Json& d = (*disks)[i];
+    const DiskSpec& s = spec.disks[i];
+    const std::string expected = cat("disk", i, ".", diskFormatName(s.format));
+    if (s.file != expected || qmp::stringField(d, "file") != expected || qmp::stringField(d, "format") != diskFormatName(s.format))
+      return refuse(cat("disk ", i, " must be ", expected, " in the spec and in the disk list"));
+    long long size = qmp::intField(d, "virtual_size", -1);
+    if (size <= 0 || static_cast<std::uint64_t>(size) > kMaxDiskBytes || size % 512 != 0)
+      return refuse(cat(expected, ": virtual size must be a multiple of 512 B between 512 B and ", formatSize(kMaxDiskBytes)));
+    out.push_back({expected, s.format, static_cast<std::uint64_t>(size)});
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<std::string> bootFileNames(const VmSpec& spec) {
@@ -65,9 +88,12 @@ std::string peerText(const Json& message, std::string_view key) {
 Json Offer::toJson() const {
   Json filesJ = Json::array();
   for (const auto& f : files) filesJ.push_back({{"name", f.name}, {"size", f.size}, {"sha256", f.sha256}});
+  Json disksJ = Json::array();
+  for (const auto& d : disks)
+    disksJ.push_back({{"file", d.file}, {"format", diskFormatName(d.format)}, {"virtual_size", d.virtualSize}});
   return {{"type", "offer"},       {"protocol", kProtocol}, {"vm", sourceVm},
           {"spec", spec.toJson()}, {"machine", machine},    {"qemu_version", qemuVersion},
-          {"postcopy", postcopy},  {"files", filesJ}};
+          {"postcopy", postcopy},  {"files", filesJ},       {"disks", disksJ}};
 }
 
 Result<Offer> Offer::fromJson(const Json& j) {
@@ -94,7 +120,10 @@ Result<Offer> Offer::fromJson(const Json& j) {
   if (auto pc = j.find("postcopy"); pc != j.end() && !pc->is_boolean()) return refuse("postcopy is not a boolean");
   o.postcopy = peerFlag(j, "postcopy");
 
-  if (!o.spec.disks.empty()) return refuse(kDisksUnsupported);
+  auto disks = disksFromJson(j, o.spec);
+  if (!disks) return fail(disks.error());
+  o.disks = std::move(*disks);
+  for (auto& d : o.spec.disks) d.source.clear();  // a path on the source host: nothing to us
 
   const std::vector<std::string> names = bootFileNames(o.spec);
   auto files = j.find("files");
@@ -112,6 +141,12 @@ Result<Offer> Offer::fromJson(const Json& j) {
     o.files.push_back(std::move(b));
   }
   return o;
+}
+
+Result<std::uint16_t> nbdPort(const Json& ready) {
+  long long port = qmp::intField(ready, "nbd_port", -1);
+  if (port < 1 || port > 65535) return refuse("the receiver's ready message has no NBD port for the disks");
+  return static_cast<std::uint16_t>(port);
 }
 
 Status checkSignals() {

@@ -3,13 +3,22 @@
 // big-endian length and that many bytes of JSON; the boot files follow the offer raw.
 //
 //   source                                   receiver
-//   offer (spec, machine, file sha256s)  ->
+//   offer (spec, machine, file sha256s,
+//          disks with virtual sizes)     ->
 //   kernel bytes, initrd bytes            ->
-//                                         <- ready (QEMU waits, -incoming defer) | refused
+//                                         <- ready (QEMU waits, -incoming defer; with
+//                                            disks: nbd_port, where empty images of the
+//                                            same size are exported writable) | refused
+//   [disks mirrored over NBD, QEMU to QEMU, until every mirror is READY]
 //   [agent quiesce]
 //   go (quiesced?) | abort                ->
 //   ==== QEMU's migration stream; both hand the socket to their QEMU ====
+//   [source pauses before the switch-over, ends its mirrors (the copies are complete
+//    and consistent), only then lets QEMU send the last of RAM and the devices]
 //                                         <- running | failed   (on the same socket)
+//
+// A completed stream therefore means the disks are in sync: no frame of ours may follow
+// `go` from the source, since the receiver's QEMU reads ahead on the socket.
 //
 // Reads take exactly one frame and never more, so the bytes after `go` stay for QEMU.
 // The receiver trusts nothing it is sent: every field is checked here, file names come
@@ -27,17 +36,27 @@
 
 namespace vmckpt::vmm::wire {
 
-inline constexpr int kProtocol = 1;
+inline constexpr int kProtocol = 2;  // 2: disks over NBD
 inline constexpr std::uint32_t kMaxFrameBytes = 1u << 20;
 inline constexpr std::uint64_t kMaxKernelBytes = 256ull << 20;
 inline constexpr std::uint64_t kMaxInitrdBytes = 2ull << 30;
 inline constexpr std::size_t kMaxPeerText = 400;
+inline constexpr std::size_t kMaxDisks = 16;
+inline constexpr std::uint64_t kMaxDiskBytes = 64ull << 40;
 
 // A boot file of the VM, sent after the offer: "kernel", then "initrd" (when the spec has them).
 struct BootFile {
   std::string name;
   std::uint64_t size = 0;
   std::string sha256;  // 64 lowercase hex digits
+};
+
+// A disk of the VM: the receiver creates an empty image like it, which the source's
+// QEMU then fills over NBD. `file` and `format` repeat the spec's entry.
+struct DiskOffer {
+  std::string file;  // "disk<i>.<format>", as `create` names them
+  DiskFormat format = DiskFormat::raw;
+  std::uint64_t virtualSize = 0;  // bytes the guest sees
 };
 
 struct Offer {
@@ -47,6 +66,7 @@ struct Offer {
   std::string qemuVersion;   // of the source QEMU (informational)
   bool postcopy = false;
   std::vector<BootFile> files;
+  std::vector<DiskOffer> disks;  // one per spec.disks entry, same order
 
   Json toJson() const;
   // Checks everything a peer could get wrong or abuse; Errc::protocol with the reason.
@@ -61,10 +81,9 @@ bool peerFlag(const Json& message, std::string_view key);
 // Text a peer sent, safe to print on one line: printable ASCII, at most kMaxPeerText.
 std::string peerText(const Json& message, std::string_view key);
 
-// Why a VM with disks does not migrate (both sides say it, before anything changes).
-inline constexpr const char* kDisksUnsupported =
-    "VMs with disks cannot migrate yet: QEMU 7.2's block migration finds disks by -drive name, and vmckpt "
-    "attaches them with -blockdev (disk mirroring over NBD is planned)";
+// The TCP port of the receiver's NBD server in its "ready" frame (on the host the
+// source connected to); Errc::protocol when absent or not a port.
+Result<std::uint16_t> nbdPort(const Json& ready);
 
 // The QMP getfd name under which each side hands the connection to its QEMU.
 inline constexpr const char* kQemuFdName = "vmckpt-migration";

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "common/strings.hpp"
 #include "common/unique_fd.hpp"
 
 using namespace vmckpt;
@@ -66,7 +67,7 @@ TEST(MigrateWire, UntrustedOffersAreRefusedWithTheReason) {
       {"extra QEMU arguments", [](Json& j) { j["spec"]["extra_args"] = {"-chardev", "file,path=/etc/x"}; }},
       {"machine type", [](Json& j) { j["machine"] = "pc,dumpdtb=/tmp/x"; }},
       {"CPU model", [](Json& j) { j["spec"]["cpu"] = "max -snapshot"; }},
-      {"VMs with disks", [](Json& j) { j["spec"]["disks"] = Json::array({{{"file", "disk0.raw"}, {"format", "raw"}}}); }},
+      {"disks with their sizes", [](Json& j) { j["spec"]["disks"] = Json::array({{{"file", "disk0.raw"}, {"format", "raw"}}}); }},
       {"boot files", [](Json& j) { j["files"].erase(1); }},
       {"must be kernel", [](Json& j) { j["files"][0]["name"] = "../../etc/passwd"; }},
       {"size must be", [](Json& j) { j["files"][0]["size"] = 1ull << 40; }},
@@ -79,6 +80,76 @@ TEST(MigrateWire, UntrustedOffersAreRefusedWithTheReason) {
     ASSERT_FALSE(o) << c.why;
     EXPECT_EQ(o.error().code(), Errc::protocol) << c.why;
     EXPECT_NE(o.error().message().find(c.why), std::string::npos) << o.error().message();
+  }
+}
+
+// sampleOffer() with a raw and a qcow2 disk.
+Json offerWithDisks() {
+  wire::Offer o = sampleOffer();
+  o.spec.disks = {{"disk0.raw", DiskFormat::raw, "/home/me/raw.img"}, {"disk1.qcow2", DiskFormat::qcow2, ""}};
+  o.disks = {{"disk0.raw", DiskFormat::raw, 8ull << 20}, {"disk1.qcow2", DiskFormat::qcow2, 16ull << 30}};
+  return o.toJson();
+}
+
+TEST(MigrateWire, OfferCarriesEachDiskWithItsVirtualSize) {
+  auto o = wire::Offer::fromJson(offerWithDisks());
+  ASSERT_TRUE(o) << o.error().message();
+  ASSERT_EQ(o->disks.size(), 2u);
+  EXPECT_EQ(o->disks[0].file, "disk0.raw");
+  EXPECT_EQ(o->disks[0].format, DiskFormat::raw);
+  EXPECT_EQ(o->disks[0].virtualSize, 8ull << 20);
+  EXPECT_EQ(o->disks[1].file, "disk1.qcow2");
+  EXPECT_EQ(o->disks[1].format, DiskFormat::qcow2);
+  EXPECT_EQ(o->disks[1].virtualSize, 16ull << 30);
+  EXPECT_EQ(o->spec.disks[0].source, "") << "a path on the source host is not kept";
+  EXPECT_TRUE(reread([](Json& j) { j.erase("disks"); })) << "a VM without disks may omit the list";
+}
+
+TEST(MigrateWire, UntrustedDiskListsAreRefusedWithTheReason) {
+  struct Case {
+    const char* why;
+    std::function<void(Json&)> edit;
+  };
+  const Case cases[] = {
+      {"with their sizes", [](Json& j) { j.erase("disks"); }},
+      {"with their sizes", [](Json& j) { j["disks"] = "all"; }},
+      {"with their sizes", [](Json& j) { j["disks"].erase(1); }},
+      {"must be disk0.raw", [](Json& j) { j["disks"][0]["file"] = "mem"; }},
+      {"must be disk0.raw", [](Json& j) { j["spec"]["disks"][0]["file"] = "kernel"; j["disks"][0]["file"] = "kernel"; }},
+      {"must be disk1.qcow2", [](Json& j) { j["disks"][1]["format"] = "raw"; }},
+      {"must be disk1.qcow2", [](Json& j) { j["disks"][1]["file"] = 7; }},
+      {"virtual size", [](Json& j) { j["disks"][0]["virtual_size"] = 0; }},
+      {"virtual size", [](Json& j) { j["disks"][0]["virtual_size"] = -512; }},
+      {"virtual size", [](Json& j) { j["disks"][0]["virtual_size"] = 1000; }},
+      {"virtual size", [](Json& j) { j["disks"][1]["virtual_size"] = wire::kMaxDiskBytes + 512; }},
+      {"virtual size", [](Json& j) { j["disks"][1]["virtual_size"] = "16G"; }},
+      {"virtual size", [](Json& j) { j["disks"][1].erase("virtual_size"); }},
+      {"at most 16", [](Json& j) {
+         for (int i = 2; i < 17; ++i) {
+           j["spec"]["disks"].push_back({{"file", cat("disk", i, ".raw")}, {"format", "raw"}});
+           j["disks"].push_back({{"file", cat("disk", i, ".raw")}, {"format", "raw"}, {"virtual_size", 512}});
+         }
+       }},
+  };
+  for (const auto& c : cases) {
+    Json j = offerWithDisks();
+    c.edit(j);
+    auto o = wire::Offer::fromJson(j);
+    ASSERT_FALSE(o) << c.why;
+    EXPECT_EQ(o.error().code(), Errc::protocol) << c.why;
+    EXPECT_NE(o.error().message().find(c.why), std::string::npos) << o.error().message();
+  }
+}
+
+TEST(MigrateWire, ReadyCarriesAValidNbdPort) {
+  auto p = wire::nbdPort({{"type", "ready"}, {"nbd_port", 40000}});
+  ASSERT_TRUE(p) << p.error().message();
+  EXPECT_EQ(*p, 40000);
+  for (const Json& bad : {Json{{"type", "ready"}}, Json{{"nbd_port", 0}}, Json{{"nbd_port", 65536}},
+                          Json{{"nbd_port", "40000"}}, Json{{"nbd_port", -1}}}) {
+    auto r = wire::nbdPort(bad);
+    ASSERT_FALSE(r) << bad.dump();
+    EXPECT_EQ(r.error().code(), Errc::protocol);
   }
 }
 

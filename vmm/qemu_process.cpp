@@ -115,6 +115,12 @@ bool waitForExit(pid_t pid, Deadline deadline) {
   }
 }
 
+void killOrphanQemu(const std::string& dir) {
+  PidCheck pc = checkPidFile(VmPaths(dir));
+  if (pc.state != PidState::alive) return;
+  if (auto s = killQemu(pc.pid, Deadline::in(std::chrono::seconds(5))); !s) log::warn("orphan QEMU of ", dir, ": ", s.error().message());
+}
+
 Status killQemu(pid_t pid, Deadline deadline) {
   if (::kill(pid, SIGKILL) != 0 && errno != ESRCH) return failErrno(cat("kill ", pid), errno);
   if (!waitForExit(pid, deadline)) return fail(Errc::timeout, cat("QEMU pid ", pid, " did not exit after SIGKILL"));

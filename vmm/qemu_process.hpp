@@ -36,6 +36,10 @@ bool waitForExit(pid_t pid, Deadline deadline);
 // SIGKILL and wait for the process to go.
 Status killQemu(pid_t pid, Deadline deadline);
 
+// Kills the QEMU of the VM directory `dir` if its pid file names one alive (identity
+// checked as above): for staging directories a killed vmckpt left with QEMU running.
+void killOrphanQemu(const std::string& dir);
+
 // Removes runtime files left by a QEMU that is gone (pid file, sockets); keeps the logs.
 void cleanRunFiles(const VmPaths& paths);
 

@@ -1,8 +1,9 @@
 // VmManager::receive: the destination side of a live migration (see migrate_wire.hpp).
 // One connection from `vmckpt migrate`: the offer is checked, the VM is built from it in
 // a staging directory and published under the lock, QEMU waits with -incoming defer and
-// then reads the stream from that same connection. Until the guest runs here, any
-// failure kills this QEMU and removes the VM again.
+// then reads the stream from that same connection. Disks arrive before it, written by the
+// source's QEMU into empty images exported over NBD (migrate_disks.hpp). Until the guest
+// runs here, any failure kills this QEMU and removes the VM (disks included) again.
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <thread>
 
@@ -28,7 +30,9 @@
 #include "common/tcp.hpp"
 #include "common/unique_fd.hpp"
 #include "vmm/agent/agent_client.hpp"
+#include "vmm/disk_image.hpp"
 #include "vmm/lifecycle.hpp"
+#include "vmm/migrate_disks.hpp"
 #include "vmm/migrate_wire.hpp"
 #include "vmm/qemu_boot.hpp"
 #include "vmm/qemu_process.hpp"
@@ -131,8 +135,9 @@ bool awaitQemuRelease(pid_t qemu, int sock, Deadline deadline) {
 }
 
 // Waits for this QEMU's incoming migration to end. A postcopy guest is started as soon
-// as it may run (QEMU started with -S would keep it stopped while its pages arrive).
-Status awaitIncoming(qmp::Client& c, pid_t qemu, Deadline deadline) {
+// as it may run (QEMU started with -S would keep it stopped while its pages arrive);
+// `beforeRun` comes first.
+Status awaitIncoming(qmp::Client& c, pid_t qemu, Deadline deadline, const std::function<Status()>& beforeRun) {
   bool started = false;
   for (;;) {
     VMCKPT_TRY(wire::checkSignals());
@@ -157,6 +162,7 @@ Status awaitIncoming(qmp::Client& c, pid_t qemu, Deadline deadline) {
                                                                                   : cat(": ", why)));
     }
     if (status == "postcopy-active" && !started) {
+      VMCKPT_TRY(beforeRun());
       if (auto r = c.execute("cont"); !r) return fail(r.error().context("cont in postcopy"));
       started = true;
     }
@@ -214,7 +220,7 @@ Result<ReceiveResult> VmManager::receive(const std::string& name, const ReceiveO
 
   // 1. The VM, built in vms/.receive-NAME-PID and published under its name with its lock
   // held (the flock travels with the file through the rename). Removed on any failure.
-  for (const auto& n : store::removeStaleStagingDirs(root_.vmsDir(), kStagingPrefix))
+  for (const auto& n : store::removeStaleStagingDirs(root_.vmsDir(), kStagingPrefix, killOrphanQemu))
     log::info("removed ", n, " left by an interrupted receive");
   VmPaths staged(cat(root_.vmsDir(), "/", kStagingPrefix, name, "-", ::getpid()));
   std::string built = staged.dir;
@@ -229,6 +235,7 @@ Result<ReceiveResult> VmManager::receive(const std::string& name, const ReceiveO
     VMCKPT_TRY(store::makeBackend(caps.best())->createLiveDir(staged.live));
     for (const auto& f : offer->files)
       VMCKPT_TRY(receiveBootFile(sock, f, f.name == "kernel" ? staged.kernel : staged.initrd, Deadline::in(kOfferTimeout)));
+    for (const auto& d : offer->disks) VMCKPT_TRY(createEmptyDisk(cat(staged.live, "/", d.file), d.format, d.virtualSize));
     VMCKPT_TRY(fs::writeFileAtomic(staged.spec, spec.toJson().dump(2) + "\n"));
     if (offer->postcopy) VMCKPT_TRY(probePostcopy(staged.live, spec.ram == RamBackend::anon));
     VmPaths final = root_.vm(name);
@@ -258,8 +265,14 @@ Result<ReceiveResult> VmManager::receive(const std::string& name, const ReceiveO
                            {{"capability", "postcopy-ram"}, {"state", offer->postcopy}}});
   if (auto r = c.execute("migrate-set-capabilities", {{"capabilities", caps}}); !r)
     return failed(r.error().context("migrate-set-capabilities"));
-  if (auto s = wire::sendFrame(sock, {{"type", "ready"}, {"postcopy", offer->postcopy}}, Deadline::in(10s)); !s)
-    return failed(s.error().context("telling the source"));
+  // The disks' exports, on the address this end listens on (where the source reached it).
+  Json ready = {{"type", "ready"}, {"postcopy", offer->postcopy}};
+  if (!offer->disks.empty()) {
+    auto port = exportDisksForMigration(c, at->host, offer->disks.size());
+    if (!port) return failed(port.error());
+    ready["nbd_port"] = *port;
+  }
+  if (auto s = wire::sendFrame(sock, ready, Deadline::in(10s)); !s) return failed(s.error().context("telling the source"));
 
   // 3. The source quiesces its guest, then says go; the stream follows on this socket.
   auto go = wire::readFrame(sock, {"go", "abort"}, deadline, wire::checkSignals);
@@ -272,7 +285,15 @@ Result<ReceiveResult> VmManager::receive(const std::string& name, const ReceiveO
     return failed(r.error().context("getfd"));
   if (auto r = c.execute("migrate-incoming", {{"uri", cat("fd:", wire::kQemuFdName)}}); !r)
     return failed(r.error().context("migrate-incoming"));
-  if (auto s = awaitIncoming(c, booted->pid(), deadline); !s) return failed(s.error());
+  // A completed stream means the source ended its mirrors first: the disks are complete.
+  bool exporting = !offer->disks.empty();
+  auto endExports = [&]() -> Status {
+    if (!exporting) return {};
+    exporting = false;
+    return stopDiskExports(c);
+  };
+  if (auto s = awaitIncoming(c, booted->pid(), deadline, endExports); !s) return failed(s.error());
+  if (auto s = endExports(); !s) return failed(s.error());
   phase = Phase::afterStream;
 
   // 4. Run (QEMU started with -S keeps the guest stopped), then tell the source, which

@@ -13,6 +13,7 @@
 #include "vmm/agent/agent_client.hpp"
 #include "vmm/journal.hpp"
 #include "vmm/lifecycle.hpp"
+#include "vmm/migrate_disks.hpp"
 #include "vmm/qemu_boot.hpp"
 #include "vmm/qemu_process.hpp"
 #include "vmm/store/backend.hpp"
@@ -23,6 +24,12 @@ namespace vmckpt::vmm {
 namespace {
 
 using namespace std::chrono_literals;
+
+void thawAgent(const VmPaths& p, RecoveryReport& r) {
+  auto a = agent::Client::connect(p.agentSocket, Deadline::in(2s));
+  auto t = a ? a->call("thaw", {{"deadline_ms", 5000}}, Deadline::in(8s)) : Result<Json>(fail(a.error()));
+  r.actions.push_back(t ? "thawed the guest (its agent had quiesced it)" : cat("could not thaw the guest: ", t.error().message()));
+}
 
 // The interrupted snapshot's QEMU: a migration still running is cancelled; a guest the
 // snapshot paused runs again; a guest the agent froze is thawed; guest RAM an unfinished
@@ -59,12 +66,63 @@ void recoverSnapshotGuest(const VmPaths& p, const JournalEntry& j, RecoveryRepor
     if (auto s = contAfterMigration(*c, Deadline::in(5s)); s) r.actions.push_back("resumed the guest the snapshot had paused");
     else r.actions.push_back(cat("could not resume the guest: ", s.error().message()));
   }
-  if (j.quiesced) {
-    auto a = agent::Client::connect(p.agentSocket, Deadline::in(2s));
-    auto t = a ? a->call("thaw", {{"deadline_ms", 5000}}, Deadline::in(8s)) : Result<Json>(fail(a.error()));
-    r.actions.push_back(t ? "thawed the guest (its agent had quiesced it)"
-                          : cat("could not thaw the guest: ", t.error().message()));
+  if (j.quiesced) thawAgent(p, r);
+}
+
+// The source of an interrupted live migration. QEMU carries on by itself after vmckpt
+// migrate dies: a migration still in pre-copy is cancelled and the guest runs here again;
+// one that completed (or switched to postcopy) may have given the guest to the receiver,
+// so this copy stays stopped rather than run the same guest twice.
+void recoverMigrateSource(const VmPaths& p, const JournalEntry& j, std::size_t diskCount, RecoveryReport& r) {
+  const std::string to = j.peer.empty() ? std::string("the receiver") : j.peer;
+  PidCheck pc = checkPidFile(p);
+  if (pc.state != PidState::alive) {
+    r.actions.push_back(cat("QEMU is not running (it ended during the migration to ", to, "): the VM is stopped here"));
+    return;
   }
+  auto c = connectQmp(p, Deadline::in(5s));
+  if (!c) {
+    r.actions.push_back(cat("could not reach QEMU to settle the migration to ", to, ": ", c.error().message()));
+    return;
+  }
+  auto q = c->execute("query-migrate");
+  std::string status = q ? qmp::stringField(*q, "status") : "";
+  bool gone = status == "completed" || startsWith(status, "postcopy");
+  if (!gone) {
+    if (auto m = settleMigration(*c, Deadline::in(10s)); !m) {
+      r.actions.push_back(cat("could not cancel the migration to ", to, ": ", m.error().message()));
+      return;
+    } else if (*m) {
+      r.actions.push_back(cat("cancelled the migration to ", to));
+    }
+    q = c->execute("query-migrate");  // it may have completed before the cancel
+    if (q && qmp::stringField(*q, "status") == "completed") status = "completed", gone = true;
+  }
+  if (gone) {
+    r.actions.push_back(cat("the migration to ", to, " ", status == "completed" ? "completed" : "switched to postcopy",
+                            " after vmckpt migrate ended: the guest runs there if the receiver started it, so it stays "
+                            "stopped here (vmckpt resume runs this copy instead; vmckpt stop ends it)"));
+    VmRecord rec = loadRecord(p);
+    rec.stopKind = cat("migrated to ", to, " (unconfirmed)");
+    rec.pendingRestored = j.quiesced;  // a resume here thaws its agent, as after a restore
+    (void)saveRecord(p, rec);
+    return;
+  }
+  if (diskCount > 0) {
+    DiskMirrors::removeLeftovers(*c, diskCount);  // the source's disks were only read
+    r.actions.push_back("removed the disk mirrors to the receiver");
+  }
+  // Migrate's settings, so that the next snapshot's migration is a plain one.
+  (void)c->execute("migrate-set-capabilities", {{"capabilities",
+                                                 {{{"capability", "postcopy-ram"}, {"state", false}},
+                                                  {{"capability", "pause-before-switchover"}, {"state", false}}}}});
+  auto st = c->execute("query-status");
+  std::string run = st ? qmp::stringField(*st, "status") : "";
+  if (j.guestWasRunning && run != "running") {
+    if (auto s = contAfterMigration(*c, Deadline::in(5s)); s) r.actions.push_back("resumed the guest here");
+    else r.actions.push_back(cat("could not resume the guest: ", s.error().message()));
+  }
+  if (j.quiesced) thawAgent(p, r);
 }
 
 // The interrupted in-place restore: finished if its QEMU got the guest going (or loaded it
@@ -131,6 +189,8 @@ RecoveryReport VmManager::recoverLocked(const Held& held) {
           (void)saveRecord(p, rec);
         }
       }
+    } else if (j->op == JournalOp::migrate) {
+      recoverMigrateSource(p, *j, held.spec.disks.size(), r);
     } else {
       recoverRestore(p, *j, r);
     }

@@ -192,7 +192,7 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
     VMCKPT_TRY(fs::writeFileAtomic(p.spec, spec.toJson().dump(2) + "\n"));
   } else {
     // A vmckpt killed before the rename leaves vms/.restore-NAME-PID: removed once its process is gone.
-    for (const auto& n : store::removeStaleStagingDirs(root_.vmsDir(), ".restore-"))
+    for (const auto& n : store::removeStaleStagingDirs(root_.vmsDir(), ".restore-", killOrphanQemu))
       log::info("removed ", n, " left by an interrupted restore --as");
     staged.emplace(cat(root_.vmsDir(), "/.restore-", target, "-", ::getpid()));
     for (const auto& d : {staged->dir, staged->run}) VMCKPT_TRY(fs::makeDirs(d, 0700));

@@ -23,7 +23,7 @@
 #include "common/signal_block.hpp"
 #include "common/strings.hpp"
 #include "common/unique_fd.hpp"
-#include "vmm/agent/agent_client.hpp"
+#include "vmm/guest_quiesce.hpp"
 #include "vmm/fault_injection.hpp"
 #include "vmm/journal.hpp"
 #include "vmm/lifecycle.hpp"
@@ -40,9 +40,6 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-constexpr auto kAgentConnectAuto = 1000ms;      // "answers ping within a short deadline"
-constexpr auto kAgentConnectRequired = 5000ms;
-constexpr auto kAgentSlack = 2000ms;            // beyond the quiesce deadline the agent enforces
 constexpr auto kMigrateTimeout = 60s;
 const char* kDevstateFdName = "vmckpt-devstate";
 
@@ -320,22 +317,8 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   (void)fs::removeFile(p.devstate);  // left by a restore that did not finish: not for the capture
 
   // The guest agent: required, or used when it answers quickly, or not asked.
-  std::optional<agent::Client> agentClient;
-  std::string agentNote;
-  if (opts.agent != AgentPolicy::off) {
-    if (!held->spec.agent) {
-      if (opts.agent == AgentPolicy::required)
-        return ctx(Error(Errc::unsupported, "--agent required, but the VM has no agent channel (created with --no-agent)"));
-      agentNote = "the VM has no agent channel";
-    } else {
-      auto ac = agent::Client::connect(p.agentSocket, Deadline::in(opts.agent == AgentPolicy::required ? kAgentConnectRequired
-                                                                                                        : kAgentConnectAuto));
-      if (ac) agentClient = std::move(*ac);
-      else if (opts.agent == AgentPolicy::required) return ctx(ac.error().context("--agent required"));
-      else agentNote = cat("snapshot without the guest agent: ", ac.error().message());
-    }
-    if (!agentNote.empty()) log::info(agentNote);
-  }
+  auto guest = QuiescedGuest::connect(held->spec, p, opts.agent);
+  if (!guest) return ctx(guest.error());
 
   auto client = connectQmp(p, Deadline::in(5s));
   if (!client) return ctx(client.error());
@@ -354,31 +337,20 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   // Quiesce: the agent's plugins park device state in guest RAM, filesystems freeze last.
   // A plugin that fails or misses the deadline fails the snapshot before any pause.
   std::string thawWarning;
-  auto thaw = [&]() -> Status {
-    auto r = agentClient->call("thaw", {{"deadline_ms", opts.quiesceTimeout.count()}},
-                               Deadline::in(opts.quiesceTimeout + kAgentSlack));
-    if (!r) return fail(r.error());
-    return {};
-  };
   std::optional<ScopeExit<std::function<void()>>> thawOnFailure;
   if (auto s = faultPoint("before-quiesce", qemuPid); !s) return ctx(s.error());
-  if (agentClient) {
+  if (guest->connected()) {
     journal.quiesced = true;  // before asking: a kill during the quiesce must thaw too
     if (auto s = writeJournal(p, journal); !s) return ctx(s.error().context("journal"));
-    auto tq = Clock::now();
-    auto q = agentClient->call("quiesce", {{"deadline_ms", opts.quiesceTimeout.count()}},
-                               Deadline::in(opts.quiesceTimeout + kAgentSlack));
-    m.timings.quiesceMs = elapsedMs(tq);
-    if (!q) {
-      (void)thaw();  // the agent rolls back by itself; this covers a host-side timeout
-      return ctx(q.error().context("quiesce"));
-    }
+    auto q = guest->quiesce(opts.quiesceTimeout);
+    m.timings.quiesceMs = guest->quiesceMs();
+    if (!q) return ctx(q.error());
     m.quiesced = true;
-    if (auto pl = q->find("plugins"); pl != q->end() && pl->is_array()) m.agentPlugins = *pl;
+    m.agentPlugins = guest->plugins();
     // Runs after the capture's resume (the guest must run again to process the thaw).
     thawOnFailure.emplace(std::function<void()>([&] {
       if (qemuGone()) return;
-      if (auto s = thaw(); !s) log::error("could not thaw the guest after a failed snapshot: ", s.error().message());
+      if (auto s = guest->thaw(); !s) log::error("could not thaw the guest after a failed snapshot: ", s.error().message());
     }));
   }
 
@@ -386,13 +358,12 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   auto whenRunning = [&] {
     if (!thawOnFailure) return;
     thawOnFailure->cancel();
-    if (auto s = thaw(); !s) {
+    if (auto s = guest->thaw(); !s) {
       thawWarning = cat("the snapshot is complete, but the guest agent did not thaw: ", s.error().message());
       log::warn(thawWarning);
     }
   };
   if (auto s = path->capture(whenRunning); !s) return ctx(s.error());
-  agentClient.reset();
   holdSignals.reset();  // a signal that arrived meanwhile is delivered now
   const std::string stream = path->streamFile();
   if (auto s = moveIntoCapture(cat(tmp, "/", stream), cat(tmp, "/data/", stream)); !s)
@@ -430,7 +401,7 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   rec.head = m.id;
   if (rec.machine.empty()) rec.machine = m.machine;
   if (auto s = saveRecord(p, rec); !s) log::warn("snapshot ", m.id, " published but lifecycle.json not updated: ", s.error().message());
-  return SnapshotResult{std::move(m), dest, thawWarning.empty() ? agentNote : thawWarning};
+  return SnapshotResult{std::move(m), dest, thawWarning.empty() ? guest->note() : thawWarning};
 }
 
 Result<std::vector<store::SnapshotEntry>> VmManager::snapshots(const std::string& name) {

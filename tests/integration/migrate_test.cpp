@@ -2,7 +2,8 @@
 // store is the source, a second VMCKPT_HOME inside it (so the harness finds and kills
 // the QEMUs of both) the destination. The receiver listens on 127.0.0.1 port 0 and says
 // which port it got. The guest runs vmckpt-memtest: a pattern over most of its RAM, a
-// counter each second, and `verify` on its console.
+// counter each second, and `verify` on its console; with a disk, the memdisk workload
+// also writes records to it and checks them against a copy in guest RAM.
 #include <signal.h>
 #include <unistd.h>
 
@@ -41,6 +42,27 @@ int firstCounterIn(const std::string& text) {
   for (std::string line; std::getline(in, line);)
     if (startsWith(line, "counter ")) return std::atoi(line.c_str() + 8);
   return 0;
+}
+
+// Records "diskwriter record N" (memdisk workload) at the start of a raw image, one per
+// 512-byte sector: how many are there in order from 1.
+int recordsIn(const std::string& image) {
+  int n = 0;
+  for (;; ++n) {
+    std::string want = cat("diskwriter record ", n + 1);
+    want.resize(511, ' ');
+    want += '\n';
+    if (image.compare(static_cast<size_t>(n) * 512, 512, want) != 0) return n;
+  }
+}
+
+// The highest N of "diskwriter: ok N" in `text` (0 if none).
+int lastDiskOk(const std::string& text) {
+  std::istringstream in(text);
+  int last = 0;
+  for (std::string line; std::getline(in, line);)
+    if (startsWith(line, "diskwriter: ok ")) last = std::max(last, std::atoi(line.c_str() + 15));
+  return last;
 }
 
 std::string lastLine(const std::string& text) {
@@ -108,8 +130,8 @@ class MigrateTest : public vmckpt::test::VmckptTest {
     return run;
   }
 
-  void bootMemtest(const std::string& name) {
-    createGuest(name, "memtest", {}, "256M", kMemtestArgs);
+  void bootMemtest(const std::string& name, const std::vector<std::string>& extra = {}, const std::string& workload = "memtest") {
+    createGuest(name, workload, extra, "256M", kMemtestArgs);
     ASSERT_EQ(vmckpt({"start", name}).code, 0);
     ASSERT_TRUE(waitForConsole(name, "memtest: filled", 180s)) << console(name);
     ASSERT_TRUE(waitForConsole(name, "counter 2", 60s)) << console(name);
@@ -140,6 +162,18 @@ class MigrateTest : public vmckpt::test::VmckptTest {
   }
 
   // True when nothing of VM `name` (or a staging directory) is left in the destination store.
+  // Waits for the memdisk writer to have checked record `atLeast` since the last migration
+  // mark; false (with the console) when it does not, or reports a mismatch.
+  bool diskRecordsCheck(const std::string& name, int atLeast) {
+    for (auto deadline = Deadline::in(60s); !deadline.expired(); std::this_thread::sleep_for(100ms)) {
+      std::string text = after(console(name), kMigratedMark);
+      if (text.find("diskwriter: MISMATCH") != std::string::npos || text.find("diskwriter: write") != std::string::npos) break;
+      if (lastDiskOk(text) >= atLeast) return true;
+    }
+    ADD_FAILURE() << "disk records not confirmed up to " << atLeast << ": " << after(console(name), kMigratedMark).substr(0, 4000);
+    return false;
+  }
+
   bool peerHasNoTrace(const std::string& name) {
     if (fs::exists(cat(peer_, "/vms/", name))) return false;
     return fs::entriesWithPrefix(peer_ + "/vms", ".receive-").empty();
@@ -149,8 +183,15 @@ class MigrateTest : public vmckpt::test::VmckptTest {
   int receivers_ = 0;
 };
 
-TEST_F(MigrateTest, RunningGuestMovesLiveWithItsMemoryAndClock) {
-  bootMemtest("m1");
+TEST_F(MigrateTest, RunningGuestMovesLiveWithItsMemoryClockAndDisks) {
+  // vda (raw) takes the guest's records while it migrates; vdb (qcow2) only travels.
+  const std::string raw = home_ + "/m1.raw", qcow = home_ + "/m1.qcow2";
+  std::ofstream(raw).close();
+  ASSERT_EQ(::truncate(raw.c_str(), 8 << 20), 0);
+  auto img = runCommand({"qemu-img", "create", "-q", "-f", "qcow2", qcow, "16M"}, Deadline::in(30s));
+  ASSERT_TRUE(img && img->status.success());
+  bootMemtest("m1", {"--disk", raw, "--disk", qcow}, "memdisk");
+  ASSERT_TRUE(waitForConsole("m1", "diskwriter: ok 5", 60s)) << console("m1");
   Receiver rx = startReceiver("m1");
   ASSERT_FALSE(rx.address.empty());
   const int before = lastCounter("m1");
@@ -168,6 +209,11 @@ TEST_F(MigrateTest, RunningGuestMovesLiveWithItsMemoryAndClock) {
   EXPECT_EQ(rcv.json()["state"], "running");
   EXPECT_EQ(vmckpt({"status", "m1", "--json"}).json()["state"], "stopped");
   EXPECT_TRUE(fs::exists(home_ + "/vms/m1/spec.json")) << "without --cleanup the source VM stays";
+  // The source's disk holds what its guest wrote up to the pause, and nothing later.
+  const std::string sourceDisk = home_ + "/vms/m1/live/disk0.raw";
+  const std::string sourceImage = fs::readFile(sourceDisk).value_or("");
+  const int sourceRecords = recordsIn(sourceImage);
+  EXPECT_GT(sourceRecords, 5) << "the guest wrote nothing to its disk";
 
   onPeer([&] {
     EXPECT_EQ(vmckpt({"status", "m1", "--json"}).json()["state"], "running");
@@ -180,7 +226,18 @@ TEST_F(MigrateTest, RunningGuestMovesLiveWithItsMemoryAndClock) {
     EXPECT_LE(first, sourceLast + 2) << "counter did not continue from the source";
     EXPECT_TRUE(stillCounting("m1"));
     EXPECT_TRUE(patternVerifies("m1")) << "memory pattern damaged by the migration";
+    // The guest reads back every record, those written here and there before and during
+    // the migration, and goes on writing into its own copy.
+    EXPECT_TRUE(diskRecordsCheck("m1", sourceRecords + 5));
+    // (Inside onPeer, home_ is the destination store.)
+    EXPECT_GE(recordsIn(fs::readFile(home_ + "/vms/m1/live/disk0.raw").value_or("")), sourceRecords + 5);
+    auto info = runCommand({"qemu-img", "info", "-U", "--output=json", home_ + "/vms/m1/live/disk1.qcow2"}, Deadline::in(30s));
+    ASSERT_TRUE(info && info->status.success());
+    Json infoJ = Json::parse(info->out, nullptr, false);
+    ASSERT_TRUE(infoJ.is_object()) << info->out;
+    EXPECT_EQ(infoJ.value("virtual-size", 0ull), 16ull << 20);
   });
+  EXPECT_EQ(fs::readFile(sourceDisk).value_or(""), sourceImage) << "the source's disk changed after the migration";
 
   // And back, under another name (m1 is still here, stopped), deleting it there.
   Receiver back = startReceiver("m1-back", home_);
@@ -193,6 +250,7 @@ TEST_F(MigrateTest, RunningGuestMovesLiveWithItsMemoryAndClock) {
   EXPECT_FALSE(fs::exists(peer_ + "/vms/m1")) << "--cleanup left the VM behind";
   EXPECT_TRUE(stillCounting("m1-back"));
   EXPECT_TRUE(patternVerifies("m1-back"));
+  EXPECT_TRUE(diskRecordsCheck("m1-back", lastDiskOk(console("m1-back")) + 5));
 }
 
 TEST_F(MigrateTest, FailuresLeaveTheSourceRunningAndTheDestinationEmpty) {
@@ -212,16 +270,6 @@ TEST_F(MigrateTest, FailuresLeaveTheSourceRunningAndTheDestinationEmpty) {
   EXPECT_NE(refused.err.find("keeps running here"), std::string::npos) << refused.err;
   EXPECT_EQ(vmckpt({"status", "f1", "--json"}).json()["state"], "running");
   EXPECT_TRUE(stillCounting("f1"));
-
-  // Disks do not travel yet (QEMU 7.2's block migration needs -drive names): refused
-  // before anything starts.
-  {
-    const std::string disk = home_ + "/d.img";
-    std::ofstream(disk).close();
-    ASSERT_EQ(::truncate(disk.c_str(), 1 << 20), 0);
-    createGuest("withdisk", "counter", {"--disk", disk}, "128M");
-    expectOneLineError(vmckpt({"migrate", "withdisk", "--to", nobody}), "VMs with disks cannot migrate yet");
-  }
 
   // A peer that does not speak the protocol is turned away, and nothing is built.
   {
@@ -281,6 +329,34 @@ TEST_F(MigrateTest, FailuresLeaveTheSourceRunningAndTheDestinationEmpty) {
   EXPECT_TRUE(startsWith(lastLine(r.err), "vmckpt: error: receive f1: ")) << r.err;
   EXPECT_TRUE(peerHasNoTrace("f1"));
   EXPECT_FALSE(streaming()) << "the destination's QEMU outlived the receiver";
+  EXPECT_EQ(vmckpt({"status", "f1", "--json"}).json()["state"], "running");
+  EXPECT_TRUE(stillCounting("f1"));
+
+  // SIGKILL on the source mid-stream: QEMU carries on without vmckpt until the journal
+  // is found; recover cancels the migration and runs the guest here, the receiver cleans up.
+  Receiver rx2 = startReceiver("f1");
+  ASSERT_FALSE(rx2.address.empty());
+  auto killed = ChildProcess::spawn({.argv = {VMCKPT_BIN, "migrate", "f1", "--to", rx2.address, "--bandwidth", "1M/s"},
+                                     .env = environment(),
+                                     .stdoutTo = Redirect::null(),
+                                     .stderrTo = Redirect::null()});
+  ASSERT_TRUE(killed);
+  for (auto deadline = Deadline::in(30s); !deadline.expired() && !streaming();) std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(streaming()) << fs::readFile(rx2.err).value_or("");
+  std::this_thread::sleep_for(1s);
+  killed->signal(SIGKILL);
+  ASSERT_TRUE(killed->wait(Deadline::in(10s)));
+  EXPECT_TRUE(fs::exists(home_ + "/vms/f1/journal.json"));
+  CliRun rec = vmckpt({"recover", "f1", "--json"});
+  ASSERT_EQ(rec.code, 0) << rec.err;
+  Json report = rec.json();
+  EXPECT_EQ(report["operation"], "migrate") << rec.out;
+  std::string actions = report["actions"].dump();
+  EXPECT_NE(actions.find("cancelled the migration to " + rx2.address), std::string::npos) << actions;
+  EXPECT_FALSE(fs::exists(home_ + "/vms/f1/journal.json"));
+  CliRun r2 = finish(rx2);
+  EXPECT_NE(r2.code, 0);
+  EXPECT_TRUE(peerHasNoTrace("f1"));
   EXPECT_EQ(vmckpt({"status", "f1", "--json"}).json()["state"], "running");
   EXPECT_TRUE(stillCounting("f1"));
 }

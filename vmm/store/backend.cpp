@@ -153,13 +153,15 @@ Status removeStoreTree(const std::string& path) {
   return {};
 }
 
-std::vector<std::string> removeStaleStagingDirs(const std::string& dir, std::string_view prefix) {
+std::vector<std::string> removeStaleStagingDirs(const std::string& dir, std::string_view prefix,
+                                                const std::function<void(const std::string&)>& beforeRemove) {
   std::vector<std::string> removed;
   for (const auto& n : fs::entriesWithPrefix(dir, prefix)) {
     long pid = 0;
     for (char ch : std::string_view(n).substr(n.rfind('-') + 1))
       pid = (ch >= '0' && ch <= '9' && pid < (1L << 30)) ? pid * 10 + (ch - '0') : -1;
     if (pid <= 0 || pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    if (beforeRemove) beforeRemove(dir + "/" + n);
     if (removeStoreTree(dir + "/" + n)) removed.push_back(n);
   }
   return removed;

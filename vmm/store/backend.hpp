@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,7 +41,9 @@ std::unique_ptr<Backend> makeBackend(StoreMode mode);
 Status removeStoreTree(const std::string& path);
 
 // Removes the directories `dir`/<prefix>...-<pid> whose process is gone: what a vmckpt
-// killed while building something in a staging directory left. Returns their names.
-std::vector<std::string> removeStaleStagingDirs(const std::string& dir, std::string_view prefix);
+// killed while building something in a staging directory left. `beforeRemove` gets each
+// one's path first (to end a process that still uses it). Returns their names.
+std::vector<std::string> removeStaleStagingDirs(const std::string& dir, std::string_view prefix,
+                                                const std::function<void(const std::string&)>& beforeRemove = {});
 
 }  // namespace vmckpt::vmm::store

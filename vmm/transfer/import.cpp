@@ -1,7 +1,8 @@
 // VmManager::importSnapshot: reads one stream (stream.hpp) into this store. Everything is
 // built in hidden staging directories (the snapshot's, and the VM's when the store did not
-// have it) and renamed into place only after the trailer and every file's SHA-256 check
-// out; any failure removes the staging directories, so nothing half-imported is visible.
+// have it) and renamed into place only after the trailer and every file's SHA-256 (or,
+// for a large file of an increment, its size: stream.hpp, format 1.1) check out; any
+// failure removes the staging directories, so nothing half-imported is visible.
 // The stream is untrusted input: names come from its manifest only after validation, and
 // every range is checked against its file's size.
 #include <fcntl.h>
@@ -43,6 +44,7 @@ std::string stringMember(const Json& j, const char* key) {
 struct Header {
   store::Manifest manifest;
   std::string parent;  // the snapshot the ranges are relative to; empty for a full stream
+  int minor = 0;       // format 1.minor
 };
 
 Result<Header> parseHeader(const transfer::Record& rec) {
@@ -51,9 +53,16 @@ Result<Header> parseHeader(const transfer::Record& rec) {
   const Json& j = rec.json;
   const Json* fmt = member(j, "format");
   const Json* major = fmt && fmt->is_object() ? member(*fmt, "major") : nullptr;
-  if (!major || !major->is_number_integer() || major->get<long long>() != 1)
+  if (!major || !major->is_number_integer() || major->get<long long>() != transfer::kFormatMajor)
     return fail(Errc::corrupt, "stream header has no format this vmckpt reads (major 1)");
   Header h;
+  if (const Json* minor = member(*fmt, "minor")) {  // absent: 1.0
+    if (!minor->is_number_unsigned()) return fail(Errc::corrupt, "stream header's format minor is not a number");
+    if (minor->get<std::uint64_t>() > static_cast<std::uint64_t>(transfer::kFormatMinor))
+      return fail(Errc::corrupt, cat("stream format 1.", minor->get<std::uint64_t>(), " is newer than this vmckpt reads (1.",
+                                     transfer::kFormatMinor, "): upgrade vmckpt here"));
+    h.minor = minor->get<int>();
+  }
   const Json* mj = member(j, "manifest");
   auto man = mj ? store::Manifest::fromJson(*mj) : Result<store::Manifest>(fail(Errc::corrupt, "no manifest"));
   if (!man) return fail(man.error().context("stream header's manifest"));
@@ -85,7 +94,8 @@ store::StoreMode modeFor(const VmPaths& p) {
 // Applies the records of one file to data/<name>.
 class FileWriter {
  public:
-  FileWriter(std::string path, std::string name, std::uint64_t size) : path_(std::move(path)), name_(std::move(name)), size_(size) {}
+  FileWriter(std::string path, std::string name, std::uint64_t size, bool onParent)
+      : path_(std::move(path)), name_(std::move(name)), size_(size), onParent_(onParent) {}
   // base: the parent's file (cloned, then changed in place), or empty for a new sparse file.
   Status open(const std::string& base) {
     if (!base.empty()) VMCKPT_TRY(fs::copyFile(base, path_, fs::CopyMethod::reflinkOrCopy, 0600, fs::Sync::later));
@@ -130,7 +140,18 @@ class FileWriter {
     fd_.reset();
     return {};
   }
+  // For a file the exporter did not read whole (stream.hpp, 1.1): its size, which the
+  // writes cannot have changed (every range was checked to lie inside it).
+  Status finishBySize() {
+    struct stat st{};
+    if (::fstat(fd_.get(), &st) != 0) return failErrno(cat("stat ", path_), errno);
+    if (static_cast<std::uint64_t>(st.st_size) != size_)
+      return fail(Errc::corrupt, cat("file ", name_, " has ", st.st_size, " bytes after import, not ", size_));
+    fd_.reset();
+    return {};
+  }
   const std::string& name() const { return name_; }
+  bool onParent() const { return onParent_; }
 
  private:
   Status inside(std::uint64_t at, std::uint64_t len, std::string_view what) const {
@@ -140,6 +161,7 @@ class FileWriter {
   }
   std::string path_, name_;
   std::uint64_t size_;
+  bool onParent_;  // base "parent": the parent's file, changed in place
   UniqueFd fd_;
 };
 
@@ -239,7 +261,7 @@ Result<ImportResult> VmManager::importSnapshot(int inFd, const ImportOptions& op
       } else if (base != "empty") {
         return ctx(Error(Errc::corrupt, cat(at(), "file ", name, " has an unknown base '", base, "'")));
       }
-      cur.emplace(data + "/" + name, name, mf->size);
+      cur.emplace(data + "/" + name, name, mf->size, !basePath.empty());
       if (auto s = cur->open(basePath); !s) return ctx(s.error());
     } else if (!cur) {
       return ctx(Error(Errc::corrupt, cat(at(), transfer::recordTypeName(rec->type), " record outside a file")));
@@ -250,9 +272,12 @@ Result<ImportResult> VmManager::importSnapshot(int inFd, const ImportOptions& op
     } else {  // file-end
       const Json& j = rec->json;
       std::string name = stringMember(j, "name"), sha = stringMember(j, "sha256");
-      if (name != cur->name() || sha.size() != 64)
+      // Verified by size only: format 1.1, an increment, a file the manifest checks by size.
+      bool bySize = header->minor >= 1 && sha.empty() && stringMember(j, "verified") == "size" && name == cur->name() &&
+                    cur->onParent() && m.file(name)->sha256.empty();
+      if (name != cur->name() || (sha.size() != 64 && !bySize))
         return ctx(Error(Errc::corrupt, cat(at(), "file-end does not close file ", cur->name(), " with a SHA-256")));
-      if (auto s = cur->finish(sha, m.file(name)->sha256); !s) return ctx(s.error());
+      if (auto s = bySize ? cur->finishBySize() : cur->finish(sha, m.file(name)->sha256); !s) return ctx(s.error());
       done.insert(name);
       cur.reset();
     }

@@ -7,13 +7,24 @@
 //   file       JSON: name, size, base ("empty" | "parent")  -- then its ranges:
 //   data       u64 offset + bytes                            (at most kMaxDataBytes)
 //   zero       u64 offset + u64 length                       (range becomes zeros/hole)
-//   file-end   JSON: name, sha256 of the whole resulting file
+//   file-end   JSON: name, sha256 of the whole resulting file; or (format 1.1) sha256 ""
+//              with "verified": "size" (below)
 //   end        32-byte SHA-256 of every stream byte before this payload
 //
 // All integers little-endian. A file's bytes that no range mentions are zeros (base
 // "empty") or the parent's (base "parent"). The reader enforces the size limits and the
 // trailer, so a damaged or truncated stream fails with where and why; what the records
 // mean (names, offsets within the file) is checked by the importer.
+//
+// Format 1.1 (header "format": {"major": 1, "minor": 1}): an increment reads only the
+// ranges where a file and its parent's do not share extents (extents.hpp), so it cannot
+// hash a whole file. A file whose manifest has no sha256 (larger than
+// store::kChecksumLimit: RAM, disks; the store checks those by size too) may then end with
+// "verified": "size" and an empty sha256, only with base "parent"; the importer checks its
+// size, and the trailer still covers every byte that travelled. What such a file cannot
+// catch is a parent on the importing side that differs from the exporter's under the same
+// id. Small files (device state, kernel, initrd) always carry their SHA-256. The importer
+// reads 1.0 and 1.1 and refuses a newer minor.
 #pragma once
 
 #include <cstdint>
@@ -29,7 +40,9 @@ namespace vmckpt::vmm::transfer {
 
 using Json = nlohmann::json;
 
-inline constexpr std::uint32_t kStreamVersion = 1;
+inline constexpr std::uint32_t kStreamVersion = 1;  // the preamble's: the format's major
+inline constexpr int kFormatMajor = 1;                // the header's "format"
+inline constexpr int kFormatMinor = 1;                // 1.1: file-end "verified": "size"
 inline constexpr std::uint64_t kMaxJsonBytes = 4ull << 20;  // header (a manifest with its spec)
 inline constexpr std::uint64_t kMaxDataBytes = 1ull << 20;  // one data record's bytes
 
