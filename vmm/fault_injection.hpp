@@ -1,8 +1,9 @@
 // Fault injection for crash testing, compiled in: VMCKPT_FAULT=<point>:<action> makes
-// the snapshot or restore that reaches <point> fail there. A testing aid, documented in
+// the snapshot, restore or migrate that reaches <point> fail there. A testing aid, documented in
 // the README; without the variable every point is a no-op.
 //   points:  before-quiesce, after-quiesce, after-stop, mid-devstate, after-capture,
-//            before-publish, mid-restore, mid-stream (snapshot --live, while RAM is written)
+//            before-publish, mid-restore, mid-stream (snapshot --live, while RAM is written),
+//            mirrors-ready (migrate of a VM with disks: mirrors in sync, before the quiesce)
 //   actions: error (the operation fails as if that step had), kill (this vmckpt process
 //            is SIGKILLed), kill-qemu (QEMU is SIGKILLed, the operation goes on and meets it)
 #pragma once

@@ -21,6 +21,7 @@
 #include "common/strings.hpp"
 #include "common/tcp.hpp"
 #include "common/unique_fd.hpp"
+#include "vmm/fault_injection.hpp"
 #include "vmm/guest_quiesce.hpp"
 #include "vmm/journal.hpp"
 #include "vmm/disk_image.hpp"
@@ -242,7 +243,7 @@ Result<MigrateResult> VmManager::migrate(const std::string& name, const MigrateO
     if (!disks) return {};
     VMCKPT_TRY(mirrors.start(c, spec.disks.size(), to->host, nbdPort));
     auto tMirror = Clock::now();
-    return mirrors.waitReady(c, Deadline::at(t0 + opts.timeout), wire::checkSignals,
+    VMCKPT_TRY(mirrors.waitReady(c, Deadline::at(t0 + opts.timeout), wire::checkSignals,
                              [&](std::uint64_t copied, std::uint64_t total) {
                                if (!opts.progress) return;
                                MigrationProgress prog;
@@ -252,7 +253,8 @@ Result<MigrateResult> VmManager::migrate(const std::string& name, const MigrateO
                                prog.remainingBytes = total > copied ? total - copied : 0;
                                prog.elapsedMs = msSince(tMirror);
                                opts.progress(prog);
-                             });
+                             }));
+    return faultPoint("mirrors-ready", qemuPid);
   };
   if (auto s = copyDisks(); !s) {
     (void)wire::sendFrame(sock, {{"type", "abort"}, {"error", s.error().message()}}, Deadline::in(5s));

@@ -192,6 +192,30 @@ TEST_F(MigrateTest, RunningGuestMovesLiveWithItsMemoryClockAndDisks) {
   ASSERT_TRUE(img && img->status.success());
   bootMemtest("m1", {"--disk", raw, "--disk", qcow}, "memdisk");
   ASSERT_TRUE(waitForConsole("m1", "diskwriter: ok 5", 60s)) << console("m1");
+  // A failure once the disks are in sync: the mirrors go, the guest runs on here on its
+  // own disk, the receiver removes the images it made. Then the same with vmckpt killed
+  // there, and `recover`.
+  for (const char* action : {"error", "kill"}) {
+    SCOPED_TRACE(action);
+    Receiver rx = startReceiver("m1");
+    ASSERT_FALSE(rx.address.empty());
+    CliRun failed = vmckpt({"migrate", "m1", "--to", rx.address}, {{"VMCKPT_FAULT", cat("mirrors-ready:", action)}});
+    CliRun r = finish(rx);
+    EXPECT_NE(r.code, 0);
+    EXPECT_TRUE(peerHasNoTrace("m1"));
+    if (std::string(action) == "error") {
+      expectOneLineError(failed, "injected fault at mirrors-ready");
+      EXPECT_NE(failed.err.find("keeps running here"), std::string::npos) << failed.err;
+    } else {
+      EXPECT_NE(failed.code, 0);
+      CliRun rec = vmckpt({"recover", "m1", "--json"});
+      ASSERT_EQ(rec.code, 0) << rec.err;
+      EXPECT_NE(rec.json()["actions"].dump().find("removed the disk mirrors"), std::string::npos) << rec.out;
+    }
+    EXPECT_EQ(vmckpt({"status", "m1", "--json"}).json()["state"], "running");
+    EXPECT_TRUE(stillCounting("m1"));
+    EXPECT_TRUE(diskRecordsCheck("m1", lastDiskOk(console("m1")) + 3));
+  }
   Receiver rx = startReceiver("m1");
   ASSERT_FALSE(rx.address.empty());
   const int before = lastCounter("m1");
