@@ -104,8 +104,8 @@ Status sendBootFile(int sock, const std::string& path, std::uint64_t size, Deadl
 
 // The offer of VM `name`: what the receiver needs to build the same VM and QEMU.
 Result<wire::Offer> makeOffer(const std::string& name, const VmSpec& spec, const VmPaths& p, std::string machine,
-                              std::string qemuVersion, bool postcopy) {
-  wire::Offer o{name, spec, std::move(machine), std::move(qemuVersion), postcopy, {}, {}};
+                              std::string qemuVersion, std::string accel, bool postcopy) {
+  wire::Offer o{name, spec, std::move(machine), std::move(qemuVersion), std::move(accel), postcopy, {}, {}};
   for (const auto& f : wire::bootFileNames(spec)) {
     const std::string& path = f == "kernel" ? p.kernel : p.initrd;
     struct stat st{};
@@ -178,7 +178,8 @@ Result<MigrateResult> VmManager::migrate(const std::string& name, const MigrateO
     machine = *m;
   }
   auto offer = makeOffer(name, spec, p, machine,
-                         cat(c.greeting().major, ".", c.greeting().minor, ".", c.greeting().micro), opts.postcopy);
+                         cat(c.greeting().major, ".", c.greeting().minor, ".", c.greeting().micro), before->accel,
+                         opts.postcopy);
   if (!offer) return ctx(offer.error());
   const bool disks = !spec.disks.empty();
   if (auto s = setMigrationCapabilities(c, opts.postcopy, disks); !s) return ctx(s.error());

@@ -93,7 +93,8 @@ Json Offer::toJson() const {
     disksJ.push_back({{"file", d.file}, {"format", diskFormatName(d.format)}, {"virtual_size", d.virtualSize}});
   return {{"type", "offer"},       {"protocol", kProtocol}, {"vm", sourceVm},
           {"spec", spec.toJson()}, {"machine", machine},    {"qemu_version", qemuVersion},
-          {"postcopy", postcopy},  {"files", filesJ},       {"disks", disksJ}};
+          {"postcopy", postcopy},  {"files", filesJ},       {"disks", disksJ},
+          {"accel", accel.empty() ? Json(nullptr) : Json(accel)}};
 }
 
 Result<Offer> Offer::fromJson(const Json& j) {
@@ -117,6 +118,11 @@ Result<Offer> Offer::fromJson(const Json& j) {
     return refuse("the source's machine type is missing or has characters other than letters, digits and ._-");
   o.qemuVersion = qmp::stringField(j, "qemu_version");
   if (!isToken(o.qemuVersion, 32, ".+~-")) o.qemuVersion = "?";
+  if (auto a = j.find("accel"); a != j.end() && !a->is_null()) {
+    auto accel = a->is_string() ? parseAccel(a->get<std::string>()) : Result<Accel>(fail(Errc::invalidArgument, "not text"));
+    if (!accel || *accel == Accel::automatic) return refuse("the source's accelerator is not kvm or tcg");
+    o.accel = std::string(accelName(*accel));
+  }
   if (auto pc = j.find("postcopy"); pc != j.end() && !pc->is_boolean()) return refuse("postcopy is not a boolean");
   o.postcopy = peerFlag(j, "postcopy");
 

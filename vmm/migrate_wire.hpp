@@ -64,6 +64,8 @@ struct Offer {
   VmSpec spec;               // as the source has it; the receiver renames it
   std::string machine;       // resolved machine type the source QEMU runs (pc-q35-7.2)
   std::string qemuVersion;   // of the source QEMU (informational)
+  std::string accel;         // what the source QEMU runs under ("kvm", "tcg"); the receiver
+                             // must use the same (CPU state does not cross). Empty: unknown
   bool postcopy = false;
   std::vector<BootFile> files;
   std::vector<DiskOffer> disks;  // one per spec.disks entry, same order

@@ -53,6 +53,10 @@ TEST(MigrateWire, OfferRoundTrips) {
   ASSERT_EQ(o->files.size(), 2u);
   EXPECT_EQ(o->files[1].name, "initrd");
   EXPECT_FALSE(o->postcopy);
+  EXPECT_EQ(o->accel, "") << "an offer without accel (unknown) stays without";
+  auto kvm = reread([](Json& j) { j["accel"] = "kvm"; });
+  ASSERT_TRUE(kvm) << kvm.error().message();
+  EXPECT_EQ(kvm->accel, "kvm");
 }
 
 TEST(MigrateWire, UntrustedOffersAreRefusedWithTheReason) {
@@ -74,6 +78,9 @@ TEST(MigrateWire, UntrustedOffersAreRefusedWithTheReason) {
       {"size must be", [](Json& j) { j["files"][1]["size"] = -5; }},
       {"sha256", [](Json& j) { j["files"][0]["sha256"] = "ABC"; }},
       {"postcopy", [](Json& j) { j["postcopy"] = "yes"; }},
+      {"accelerator", [](Json& j) { j["accel"] = "auto"; }},
+      {"accelerator", [](Json& j) { j["accel"] = "kvm,kernel-irqchip=off"; }},
+      {"accelerator", [](Json& j) { j["accel"] = 1; }},
   };
   for (const auto& c : cases) {
     auto o = reread(c.edit);

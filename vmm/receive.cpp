@@ -257,7 +257,12 @@ Result<ReceiveResult> VmManager::receive(const std::string& name, const ReceiveO
   }
 
   // 2. QEMU as the source runs it, waiting for the stream (-incoming defer, -S).
-  auto booted = bootQemu(spec, p, {.home = root_.home(), .incoming = true, .machine = offer->machine});
+  // Under the source's accelerator: CPU state does not cross between KVM and TCG.
+  VmSpec bootSpec = spec;
+  if (!offer->accel.empty()) bootSpec.accel = offer->accel == "kvm" ? Accel::kvm : Accel::tcg;
+  auto booted = bootQemu(bootSpec, p, {.home = root_.home(), .incoming = true, .machine = offer->machine});
+  if (!booted && !offer->accel.empty())
+    return failed(booted.error().context(cat("the source runs the guest under ", offer->accel, ", which it needs here too")));
   if (!booted) return failed(booted.error());
   qmp::Client& c = booted->qmp();
   Json caps = Json::array({{{"capability", "events"}, {"state", true}},
