@@ -68,6 +68,7 @@ void addMigrate(CLI::App& app, Context& ctx);
 void addReceive(CLI::App& app, Context& ctx);
 void addExport(CLI::App& app, Context& ctx);
 void addImport(CLI::App& app, Context& ctx);
+void addLibvirtHook(CLI::App& app, Context& ctx);
 
 // pause and resume differ only in direction: one registration for both.
 void addTransitionCommand(CLI::App& app, Context& ctx, const std::string& verb, const std::string& description,

@@ -75,6 +75,7 @@ int main(int argc, char** argv) {
   cli::addReceive(app, ctx);
   cli::addExport(app, ctx);
   cli::addImport(app, ctx);
+  cli::addLibvirtHook(app, ctx);
 
   try {
     app.parse(argc, argv);

@@ -10,6 +10,7 @@ PKGS=(
   busybox-static linux-image-amd64 cpio gzip xz-utils zstd kmod
   btrfs-progs libbtrfsutil-dev xfsprogs
   libssl-dev
+  libvirt-daemon-system libvirt-dev libvirt-clients libxml2-dev
   procps util-linux iproute2
   clang-14 libclang-rt-14-dev
   gnuplot-nox
