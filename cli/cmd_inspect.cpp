@@ -10,7 +10,8 @@ void addInspect(CLI::App& app, Context& ctx) {
                        j["dir"] = s.dir;
                        ctx.emit(j, j.dump(2));  // JSON either way: this command exists to show the manifest
                        return {};
-                     });
+                     },
+      true);
 }
 
 }  // namespace vmckpt::cli

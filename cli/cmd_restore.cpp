@@ -1,21 +1,27 @@
 // vmckpt restore NAME SNAP [--as NEW] [--paused] [--map KEY=VALUE]...
+// vmckpt restore --connect URI DOMAIN [SNAP] [--paused] [--force]: a libvirt-managed domain
 #include <memory>
 
 #include "cli/context.hpp"
 #include "common/strings.hpp"
+#include "vmm/libvirt/domain_snapshot.hpp"
 
 namespace vmckpt::cli {
 
 void addRestore(CLI::App& app, Context& ctx) {
   struct Opts {
-    std::string name, snap, as;
-    bool paused = false;
+    std::string name, snap, as, connect;
+    bool paused = false, force = false;
     std::vector<std::string> maps;
   };
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("restore", "Bring a VM back from a snapshot (in place when stopped, or --as a new VM)");
-  sub->add_option("name", o->name, "VM name")->required();
-  sub->add_option("snapshot", o->snap, "Snapshot id, unique id prefix, or tag")->required();
+  sub->add_option("name", o->name, "VM name (with --connect: libvirt domain name)")->required();
+  sub->add_option("snapshot", o->snap, "Snapshot id, unique id prefix, or tag (with --connect: default the newest)");
+  sub->add_option("--connect,-c", o->connect,
+                  "A libvirt URI (e.g. qemu:///system): revert the libvirt domain NAME to a vmckpt snapshot (the "
+                  "domain must be shut off; it is defined again if it was undefined)");
+  sub->add_flag("--force", o->force, "With --connect: destroy the domain first if it runs");
   sub->add_option("--as", o->as, "Restore into a new VM of this name; the original is untouched");
   sub->add_flag("--paused", o->paused, "Leave the restored guest paused");
   sub->add_option("--map", o->maps,
@@ -25,6 +31,25 @@ void addRestore(CLI::App& app, Context& ctx) {
     ctx.action = [&ctx, o]() -> Status {
       auto mgr = ctx.manager();
       if (!mgr) return fail(mgr.error());
+      if (!o->connect.empty()) {
+        if (!o->as.empty() || !o->maps.empty())
+          return fail(Errc::invalidArgument, "--as and --map do not apply with --connect (the device map of a libvirt "
+                                             "domain is set with vmckpt libvirt-hook map)");
+        auto conn = vmm::libvirt::Connection::open(o->connect);
+        if (!conn) return fail(conn.error());
+        auto r = vmm::libvirt::restoreDomain(*conn, mgr->root().home(), o->name, o->snap, {o->paused, o->force});
+        if (!r) return fail(r.error());
+        Json j = {{"domain", r->domain},        {"snapshot", r->snapshotId}, {"libvirt", o->connect},
+                  {"defined", r->defined},      {"paused", r->paused},       {"restore_ms", r->totalMs},
+                  {"load_ms", r->loadMs},       {"xml_changes", r->xmlChanges},
+                  {"agent_note", r->agentNote.empty() ? Json(nullptr) : Json(r->agentNote)}};
+        char ms[32];
+        std::snprintf(ms, sizeof ms, "%.0f", r->totalMs);
+        ctx.emit(j, cat("restored libvirt domain ", r->domain, " from snapshot ", r->snapshotId, " in ", ms, " ms (",
+                        r->paused ? "paused" : "running", r->defined ? ", defined again" : "", ")"));
+        return {};
+      }
+      if (o->snap.empty()) return fail(Errc::invalidArgument, "restore: name the snapshot (id, id prefix or tag)");
       vmm::RestoreOptions opts{o->as, o->paused, {}};
       for (const auto& m : o->maps) VMCKPT_TRY(vmm::parseDeviceMapArg(m, opts.deviceMap));
       auto r = mgr->restore(o->name, o->snap, opts);

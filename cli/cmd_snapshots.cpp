@@ -5,19 +5,24 @@
 #include <memory>
 
 #include "cli/context.hpp"
+#include "vmm/libvirt/domain_snapshot.hpp"
 #include "common/strings.hpp"
 
 namespace vmckpt::cli {
 
 void addSnapshots(CLI::App& app, Context& ctx) {
   auto name = std::make_shared<std::string>();
+  auto connect = std::make_shared<std::string>();
   auto* sub = app.add_subcommand("snapshots", "List a VM's snapshots as a tree, with pause times and disk cost");
-  sub->add_option("name", *name, "VM name")->required();
-  sub->callback([&ctx, name] {
-    ctx.action = [&ctx, name]() -> Status {
+  sub->add_option("name", *name, "VM name (with --connect: libvirt domain name)")->required();
+  sub->add_option("--connect,-c", *connect,
+                  "A libvirt URI: list the vmckpt snapshots of libvirt domain NAME (read from the store; libvirtd "
+                  "is not asked, so this works for undefined domains too)");
+  sub->callback([&ctx, name, connect] {
+    ctx.action = [&ctx, name, connect]() -> Status {
       auto mgr = ctx.manager();
       if (!mgr) return fail(mgr.error());
-      auto all = mgr->snapshots(*name);
+      auto all = connect->empty() ? mgr->snapshots(*name) : vmm::libvirt::domainSnapshots(mgr->root().home(), *name);
       if (!all) return fail(all.error());
       auto usage = mgr->snapshotUsage(*all);
       if (!usage) return fail(usage.error());

@@ -16,7 +16,8 @@ void addVerify(CLI::App& app, Context& ctx) {
                  human);
         if (!r.ok) return fail(Errc::corrupt, cat("snapshot ", s.manifest.id, " is damaged: ", r.problems.front()));
         return {};
-      });
+      },
+      true);
 }
 
 }  // namespace vmckpt::cli

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "common/strings.hpp"
+#include "vmm/libvirt/domain_snapshot.hpp"
 #include "vmm/store_root.hpp"
 
 namespace vmckpt::cli {
@@ -69,17 +70,28 @@ void addTransitionCommand(CLI::App& app, Context& ctx, const std::string& verb, 
 }
 
 void addSnapshotCommand(CLI::App& app, Context& ctx, const std::string& verb, const std::string& description,
-                        std::function<Status(vmm::VmManager&, const vmm::store::SnapshotEntry&)> fn) {
+                        std::function<Status(vmm::VmManager&, const vmm::store::SnapshotEntry&)> fn,
+                        bool libvirtDomains) {
   auto refs = std::make_shared<std::vector<std::string>>();
+  auto connect = std::make_shared<std::string>();
   auto* sub = app.add_subcommand(verb, description);
   sub->add_option("NAME SNAPSHOT", *refs,
                   "[VM name] then snapshot id, unique id prefix, or tag; without the VM name, all VMs are searched")
       ->required()
       ->expected(1, 2);
-  sub->callback([&ctx, refs, fn] {
-    ctx.action = [&ctx, refs, fn]() -> Status {
+  if (libvirtDomains)
+    sub->add_option("--connect,-c", *connect,
+                    "A libvirt URI: NAME is a libvirt domain whose vmckpt snapshot this is (read from the store)");
+  sub->callback([&ctx, refs, fn, connect] {
+    ctx.action = [&ctx, refs, fn, connect]() -> Status {
       auto mgr = ctx.manager();
       if (!mgr) return fail(mgr.error());
+      if (!connect->empty()) {
+        if (refs->size() != 2) return fail(Errc::invalidArgument, "with --connect, name the domain and the snapshot");
+        auto s = vmm::libvirt::findDomainSnapshot(mgr->root().home(), (*refs)[0], (*refs)[1]);
+        if (!s) return fail(s.error());
+        return fn(*mgr, *s);
+      }
       if (refs->size() == 2) {
         auto s = mgr->findSnapshot((*refs)[0], (*refs)[1]);
         if (!s) return fail(s.error());

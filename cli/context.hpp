@@ -69,14 +69,17 @@ void addReceive(CLI::App& app, Context& ctx);
 void addExport(CLI::App& app, Context& ctx);
 void addImport(CLI::App& app, Context& ctx);
 void addLibvirtHook(CLI::App& app, Context& ctx);
+void addLibvirtPrepare(CLI::App& app, Context& ctx);
 
 // pause and resume differ only in direction: one registration for both.
 void addTransitionCommand(CLI::App& app, Context& ctx, const std::string& verb, const std::string& description,
                           bool toPaused);
 
 // Commands of the form `vmckpt VERB NAME SNAPSHOT`: resolves the snapshot, then runs `fn`.
+// `libvirtDomains`: also `--connect URI DOMAIN SNAPSHOT` for a libvirt domain's snapshots.
 void addSnapshotCommand(CLI::App& app, Context& ctx, const std::string& verb, const std::string& description,
-                        std::function<Status(vmm::VmManager&, const vmm::store::SnapshotEntry&)> fn);
+                        std::function<Status(vmm::VmManager&, const vmm::store::SnapshotEntry&)> fn,
+                        bool libvirtDomains = false);
 
 // Human rendering of a VM's status, shared by create/start/stop/status.
 std::string describeStatus(const vmm::VmStatus& s);

@@ -76,6 +76,7 @@ int main(int argc, char** argv) {
   cli::addExport(app, ctx);
   cli::addImport(app, ctx);
   cli::addLibvirtHook(app, ctx);
+  cli::addLibvirtPrepare(app, ctx);
 
   try {
     app.parse(argc, argv);

@@ -14,17 +14,22 @@ constexpr auto kSlack = 2000ms;  // beyond the quiesce deadline the agent enforc
 }  // namespace
 
 Result<QuiescedGuest> QuiescedGuest::connect(const VmSpec& spec, const VmPaths& paths, AgentPolicy policy) {
+  return connect(spec.agent ? std::optional<std::string>(paths.agentSocket) : std::nullopt,
+                 "the VM has no agent channel (created with --no-agent)", policy);
+}
+
+Result<QuiescedGuest> QuiescedGuest::connect(const std::optional<std::string>& socket, std::string_view noChannel,
+                                             AgentPolicy policy) {
   QuiescedGuest g;
   if (policy == AgentPolicy::off) return g;
   const bool required = policy == AgentPolicy::required;
-  if (!spec.agent) {
-    if (required)
-      return fail(Errc::unsupported, "--agent required, but the VM has no agent channel (created with --no-agent)");
-    g.note_ = "the VM has no agent channel";
+  if (!socket) {
+    if (required) return fail(Errc::unsupported, cat("--agent required, but ", noChannel));
+    g.note_ = std::string(noChannel);
     log::info(g.note_);
     return g;
   }
-  auto client = agent::Client::connect(paths.agentSocket, Deadline::in(required ? kConnectRequired : kConnectAuto));
+  auto client = agent::Client::connect(*socket, Deadline::in(required ? kConnectRequired : kConnectAuto));
   if (!client) {
     if (required) return fail(client.error().context("--agent required"));
     g.note_ = cat("guest agent not used: ", client.error().message());

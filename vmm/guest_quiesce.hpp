@@ -19,6 +19,10 @@ class QuiescedGuest {
   // Connects to the agent as `policy` says. With policy auto, an agent that does not
   // answer within a second is skipped and note() says why; with required, that fails.
   static Result<QuiescedGuest> connect(const VmSpec& spec, const VmPaths& paths, AgentPolicy policy);
+  // The same for an agent behind `socket`; nullopt: the guest has no agent channel, for
+  // the reason `noChannel` (said in the error with policy required, in note() with auto).
+  static Result<QuiescedGuest> connect(const std::optional<std::string>& socket, std::string_view noChannel,
+                                       AgentPolicy policy);
   // connect(), then quiesce().
   static Result<QuiescedGuest> quiesce(const VmSpec& spec, const VmPaths& paths, AgentPolicy policy,
                                        std::chrono::milliseconds timeout);

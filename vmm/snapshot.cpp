@@ -49,31 +49,6 @@ store::StoreMode detectMode(const VmPaths& p) {
   return caps.reflink ? store::StoreMode::reflink : store::StoreMode::copy;
 }
 
-// Regular files of a directory with their sizes (the snapshot's data/).
-Result<std::vector<store::ManifestFile>> describeFiles(const std::string& dir) {
-  std::vector<store::ManifestFile> out;
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return failErrno(cat("opendir ", dir), errno);
-  std::vector<std::string> names;
-  while (dirent* e = ::readdir(d))
-    if (e->d_name[0] != '.') names.push_back(e->d_name);
-  ::closedir(d);
-  std::sort(names.begin(), names.end());
-  for (const auto& n : names) {
-    struct stat st{};
-    std::string path = dir + "/" + n;
-    if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-    store::ManifestFile f{n, static_cast<std::uint64_t>(st.st_size), {}};
-    if (f.size <= store::kChecksumLimit) {
-      auto sum = sha256File(path);
-      if (!sum) return fail(sum.error());
-      f.sha256 = *sum;
-    }
-    out.push_back(std::move(f));
-  }
-  return out;
-}
-
 std::vector<std::string> dataFiles(const store::SnapshotEntry& s) {
   std::vector<std::string> files;
   for (const auto& f : s.manifest.files) files.push_back(s.dataDir() + "/" + f.name);
@@ -202,6 +177,30 @@ class FastCapture final : public CapturePath {
 };
 
 }  // namespace
+
+Result<std::vector<store::ManifestFile>> describeFiles(const std::string& dir) {
+  std::vector<store::ManifestFile> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return failErrno(cat("opendir ", dir), errno);
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d))
+    if (e->d_name[0] != '.') names.push_back(e->d_name);
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  for (const auto& n : names) {
+    struct stat st{};
+    std::string path = dir + "/" + n;
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    store::ManifestFile f{n, static_cast<std::uint64_t>(st.st_size), {}};
+    if (f.size <= store::kChecksumLimit) {
+      auto sum = sha256File(path);
+      if (!sum) return fail(sum.error());
+      f.sha256 = *sum;
+    }
+    out.push_back(std::move(f));
+  }
+  return out;
+}
 
 double elapsedMs(Clock::time_point since) {
   return std::chrono::duration<double, std::milli>(Clock::now() - since).count();

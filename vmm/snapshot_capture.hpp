@@ -72,4 +72,8 @@ Result<UniqueFd> openStreamFile(CaptureRun& run, const std::string& name, const 
 
 double elapsedMs(std::chrono::steady_clock::time_point since);
 
+// The regular files of a snapshot's data/ directory with their sizes, and the sha256 of
+// those up to store::kChecksumLimit, sorted by name (the manifest's file list).
+Result<std::vector<store::ManifestFile>> describeFiles(const std::string& dir);
+
 }  // namespace vmckpt::vmm

@@ -1,14 +1,19 @@
 #include "libvirt_harness.hpp"
 
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "common/child_process.hpp"
 #include "common/fs.hpp"
 #include "common/strings.hpp"
+#include "common/unique_fd.hpp"
 
 namespace vmckpt::test {
 
@@ -42,7 +47,7 @@ void endByPid(int pid) {
 
 std::optional<std::string> LibvirtTest::unavailable() {
   if (::geteuid() != 0) return "needs root (private libvirtd with bind mounts)";
-  for (const char* tool : {"libvirtd", "virtlogd", "virsh", "unshare"})
+  for (const char* tool : {"libvirtd", "virtlogd", "virsh", "unshare", "nsenter"})
     if (!onPath(tool)) return cat(tool, " not installed (scripts/install-deps.sh installs libvirt)");
   return std::nullopt;
 }
@@ -67,8 +72,11 @@ void LibvirtTest::SetUp() {
   ASSERT_TRUE(fs::writeFileAtomic(prefix_ + "/etc/virtlogd.conf",
                                   "log_outputs = \"3:file:/var/log/libvirt/virtlogd.log\"\n", 0644));
   ASSERT_TRUE(fs::writeFileAtomic(prefix_ + "/etc/qemu.conf",
-                                  "user = \"root\"\ngroup = \"root\"\ndynamic_ownership = 0\nsecurity_driver = \"none\"\n"
-                                  "namespaces = [ ]\ncgroup_controllers = [ ]\n", 0644));
+                                  cat("user = \"root\"\ngroup = \"root\"\ndynamic_ownership = 0\nsecurity_driver = \"none\"\n"
+                                  "namespaces = [ ]\ncgroup_controllers = [ ]\n",
+                                  "memory_backing_dir = \"", dir_, "/ram\"\n"), 0644));
+  // The RAM files of file-backed domains, on the store's filesystem (the fast path clones them).
+  ASSERT_TRUE(fs::makeDirs(dir_ + "/ram", 0700));
 }
 
 std::optional<std::string> LibvirtTest::startDaemons() {
@@ -112,15 +120,44 @@ CliRun LibvirtTest::virsh(const std::vector<std::string>& args) {
   return run;
 }
 
-void LibvirtTest::defineDomain(const std::string& name, const std::string& devicesXml) {
+CliRun LibvirtTest::vmckptBeside(const std::vector<std::string>& args) {
+  if (libvirtdPid_ <= 0) return vmckpt(args);
+  std::vector<std::string> argv = {"nsenter", "-t", std::to_string(libvirtdPid_), "-m", "--", VMCKPT_BIN};
+  argv.insert(argv.end(), args.begin(), args.end());
+  CliRun run;
+  auto r = runCommand(argv, Deadline::in(120s), environment());
+  if (!r) {
+    ADD_FAILURE() << "running vmckpt failed: " << r.error().message();
+    return run;
+  }
+  run.code = r->status.exited() ? r->status.code : 128 + r->status.signal;
+  run.out = r->out;
+  run.err = r->err;
+  return run;
+}
+
+void LibvirtTest::sendSerial(const std::string& name, const std::string& line) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::string path = cat(dir_, "/", name, ".console");
+  ASSERT_LT(path.size(), sizeof a.sun_path);
+  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  ASSERT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << path << ": " << std::strerror(errno);
+  std::string data = line + "\n";
+  ASSERT_EQ(::write(fd.get(), data.data(), data.size()), static_cast<ssize_t>(data.size()));
+}
+
+void LibvirtTest::defineDomain(const std::string& name, const std::string& devicesXml, const std::string& guestArgs) {
   std::string xml = cat("<domain type='qemu'>\n  <name>", name, "</name>\n  <memory unit='MiB'>256</memory>\n",
                         "  <vcpu>1</vcpu>\n  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n",
                         "    <kernel>", kernel(), "</kernel>\n    <initrd>", initrd(), "</initrd>\n",
-                        "    <cmdline>console=ttyS0 quiet vmckpt.workload=counter</cmdline>\n  </os>\n",
+                        "    <cmdline>console=ttyS0 quiet ", guestArgs, "</cmdline>\n  </os>\n",
                         "  <cpu mode='maximum' check='none'/>\n  <on_poweroff>destroy</on_poweroff>\n",
                         "  <on_reboot>destroy</on_reboot>\n  <on_crash>destroy</on_crash>\n  <devices>\n",
                         "    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n",
-                        "    <serial type='file'><source path='", dir_, "/", name, ".serial'/><target port='0'/></serial>\n",
+                        "    <serial type='unix'><source mode='bind' path='", dir_, "/", name, ".console'/><log file='", serialLog(name),
+                        "'/><target port='0'/></serial>\n",
                         devicesXml, "    <memballoon model='none'/>\n  </devices>\n</domain>\n");
   std::string path = cat(dir_, "/", name, ".xml");
   ASSERT_TRUE(fs::writeFileAtomic(path, xml, 0644));

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/strings.hpp"
 #include "harness.hpp"
 
 namespace vmckpt::test {
@@ -26,9 +27,20 @@ class LibvirtTest : public VmckptTest {
   std::optional<std::string> startDaemons();
   // virsh against the private daemon.
   CliRun virsh(const std::vector<std::string>& args);
-  // Defines a TCG domain booting the test guest (counter workload) with `devicesXml`
-  // added to <devices>; undefined in teardown.
-  void defineDomain(const std::string& name, const std::string& devicesXml);
+  // Defines a TCG domain booting the test guest with `devicesXml` added to <devices>;
+  // undefined in teardown. `guestArgs` picks the workload (kernel command line). Its
+  // serial console is a socket (sendSerial) logged to serialLog(name).
+  void defineDomain(const std::string& name, const std::string& devicesXml,
+                    const std::string& guestArgs = "vmckpt.workload=counter");
+  std::string serialLog(const std::string& name) const { return cat(dir_, "/", name, ".serial"); }
+  // Writes a line to the domain's serial console (the guest workload's stdin).
+  void sendSerial(const std::string& name, const std::string& line);
+  // vmckpt run as a host tool would run beside this libvirtd: in its mount namespace, where
+  // the paths libvirt gives out (agent channel sockets under /var/lib/libvirt) are valid.
+  // Before the daemon runs, plain vmckpt().
+  CliRun vmckptBeside(const std::vector<std::string>& args);
+  // The private daemon's URI, for vmckpt --connect.
+  std::string uri() const { return cat("qemu+unix:///system?socket=", sockDir_, "/libvirt-sock"); }
   std::string dir_;  // everything of this test's libvirt
 
  private:

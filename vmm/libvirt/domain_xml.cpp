@@ -1,53 +1,24 @@
 #include "vmm/libvirt/domain_xml.hpp"
 
-#include <libxml/parser.h>
 #include <libxml/tree.h>
 
 #include <memory>
 
 #include "common/strings.hpp"
+#include "vmm/libvirt/xml_doc.hpp"
 
 namespace vmckpt::vmm::libvirt {
 
 namespace {
 
-struct DocFree {
-  void operator()(xmlDoc* d) const { xmlFreeDoc(d); }
-};
-using DocPtr = std::unique_ptr<xmlDoc, DocFree>;
+using xml::attr;
+using xml::firstChild;
+using xml::isElement;
+using xml::removeNode;
 
 struct BufferFree {
   void operator()(xmlBuffer* b) const { xmlBufferFree(b); }
 };
-
-bool isElement(const xmlNode* n, const char* name) {
-  return n->type == XML_ELEMENT_NODE && xmlStrcmp(n->name, BAD_CAST name) == 0;
-}
-
-std::string attr(xmlNode* n, const char* name) {
-  xmlChar* v = xmlGetProp(n, BAD_CAST name);
-  if (!v) return {};
-  std::string s(reinterpret_cast<const char*>(v));
-  xmlFree(v);
-  return s;
-}
-
-xmlNode* firstChild(xmlNode* n, const char* name) {
-  for (xmlNode* c = n->children; c; c = c->next)
-    if (isElement(c, name)) return c;
-  return nullptr;
-}
-
-// Removes a node and the indentation before it, so that no blank line is left.
-void removeNode(xmlNode* n) {
-  xmlNode* prev = n->prev;
-  if (prev && prev->type == XML_TEXT_NODE && xmlIsBlankNode(prev)) {
-    xmlUnlinkNode(prev);
-    xmlFreeNode(prev);
-  }
-  xmlUnlinkNode(n);
-  xmlFreeNode(n);
-}
 
 // "0000:3b:00.0" from <hostdev><source><address domain= bus= slot= function=/></source>.
 std::string pciAddress(xmlNode* hostdev) {
@@ -105,32 +76,10 @@ void replaceInterfaces(xmlNode* devices, bool keep, std::vector<std::string>& ch
   }
 }
 
-Result<DocPtr> parseDomain(std::string_view text) {
-  if (text.size() > kMaxDomainXmlBytes)
-    return fail(Errc::invalidArgument, cat("domain XML is ", text.size(), " bytes, more than the ", kMaxDomainXmlBytes,
-                                           " allowed"));
-  // No XML_PARSE_NOENT (entities stay references), no DTD loading, no network; errors
-  // are taken from xmlGetLastError instead of being printed.
-  const int options = XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING;
-  xmlResetLastError();
-  DocPtr doc(xmlReadMemory(text.data(), static_cast<int>(text.size()), "domain.xml", nullptr, options));
-  if (!doc) {
-    const xmlError* e = xmlGetLastError();
-    std::string why = e && e->message ? std::string(trim(e->message)) : "not well-formed";
-    return fail(Errc::invalidArgument, cat("domain XML: line ", e ? e->line : 0, ": ", why));
-  }
-  if (doc->intSubset || doc->extSubset)
-    return fail(Errc::invalidArgument, "domain XML: a DOCTYPE is not accepted in a libvirt domain");
-  xmlNode* root = xmlDocGetRootElement(doc.get());
-  if (!root || !isElement(root, "domain"))
-    return fail(Errc::invalidArgument, "domain XML: the root element is not <domain>");
-  return doc;
-}
-
 }  // namespace
 
 Result<DomainRewrite> applyDeviceMap(std::string_view domainXml, const DeviceMap& map) {
-  auto doc = parseDomain(domainXml);
+  auto doc = xml::parseDomain(domainXml);
   if (!doc) return fail(doc.error());
   xmlNode* root = xmlDocGetRootElement(doc->get());
   xmlNode* devices = firstChild(root, "devices");
