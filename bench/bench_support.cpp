@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstring>
 #include <thread>
 
@@ -21,6 +22,24 @@ void raise(const std::string& msg) { throw BenchError(msg); }
 
 void check(Status s, const std::string& what) {
   if (!s) raise(cat(what, ": ", s.error().message()));
+}
+
+namespace {
+volatile std::sig_atomic_t gStopSignal = 0;
+void onStopSignal(int sig) { gStopSignal = sig; }
+}  // namespace
+
+void installStopHandlers() {
+  struct sigaction sa{};
+  sa.sa_handler = onStopSignal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM}) ::sigaction(sig, &sa, nullptr);
+}
+
+int stopSignal() { return gStopSignal; }
+
+void raiseIfStopped() {
+  if (int sig = gStopSignal) raise(cat("stopped by SIG", sigabbrev_np(sig) ? sigabbrev_np(sig) : std::to_string(sig).c_str()));
 }
 
 double msSince(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
@@ -58,13 +77,18 @@ size_t Console::size() const {
 
 size_t Console::waitForEither(const std::string& want, const std::string& failure, size_t from,
                               std::chrono::seconds timeout) const {
+  // images/test-guest/init: "vmckpt-test-guest: workload memtest exited with status 137"
+  // (the guest's OOM killer, say): nothing the bench waits for comes after it.
+  static const std::string kWorkloadGone = "workload memtest exited";
   auto deadline = Clock::now() + timeout;
   for (;;) {
+    raiseIfStopped();
     // Only what came after `from`: the log grows by a line a second for the whole run.
     std::string c = textFrom(from);
     if (auto pos = c.find(want); pos != std::string::npos) return from + pos + want.size();
-    if (!failure.empty()) {
-      if (auto pos = c.find(failure); pos != std::string::npos) {
+    for (const std::string* bad : {&failure, &kWorkloadGone}) {
+      if (bad->empty()) continue;
+      if (auto pos = c.find(*bad); pos != std::string::npos) {
         auto end = c.find('\n', pos);
         raise(cat("guest reported: ", c.substr(pos, end == std::string::npos ? std::string::npos : end - pos)));
       }

@@ -35,6 +35,13 @@ void check(Status s, const std::string& what);
 
 double msSince(Clock::time_point t0);
 
+// SIGINT and SIGTERM end a run cleanly: the signal only sets a flag, the next wait on a
+// guest raises, and the destructors stop the guests and detach the loop devices (a
+// killed bench would leave both behind). main() installs the handlers once.
+void installStopHandlers();
+int stopSignal();  // the signal that asked to stop, or 0
+void raiseIfStopped();
+
 // {"median", "min", "max", "runs"}; null when v is empty.
 Json stats(std::vector<double> v);
 
@@ -47,7 +54,9 @@ class Console {
   size_t size() const;
   // Waits for `text` after byte offset `from`; returns the offset just past it.
   size_t waitFor(const std::string& text, size_t from, std::chrono::seconds timeout) const;
-  // Like waitFor, but also fails as soon as `failure` appears after `from`.
+  // Like waitFor, but also fails as soon as `failure` appears after `from`. Both fail at
+  // once when the guest's workload exited (the test guest's init says so) or on a stop
+  // signal.
   size_t waitForEither(const std::string& text, const std::string& failure, size_t from,
                        std::chrono::seconds timeout) const;
   void send(const std::string& line) const;

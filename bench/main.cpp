@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <thread>
 
@@ -98,8 +99,8 @@ const char* kHelp =
     "  --out-dir DIR         where STEM.json/.md/.png go (default bench/results)\n"
     "  --stem NAME           file name stem (default: UTC date and time)\n"
     "  --no-plot             skip the PNG\n"
-    "  --smoke               one 512 MiB guest, one run, every method, short runtime\n"
-    "                        check (the test suite runs this)\n"
+    "  --smoke               one 256 MiB guest, one run, every method, a 3 s runtime\n"
+    "                        check on a 512 MiB guest (the test suite runs this)\n"
     "  --live                the fast path against snapshot --live: vmckpt-btrfs and\n"
     "                        vmckpt-live on one 1 GiB guest size (512 MiB written),\n"
     "                        5 runs each, no runtime cost, no plot; STEM defaults to\n"
@@ -146,7 +147,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--guest") o.guest = next();
     else if (a == "--report") o.reportFrom = next();
     else if (a == "--smoke") {
-      o.sizes = {512ull << 20};
+      o.sizes = {256ull << 20};
       o.runs = 1;
       o.scalingSize = 0;
       o.rc.memoryBytes = 512ull << 20;
@@ -269,6 +270,7 @@ int rewriteReport(const std::string& json) {
 
 int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
+  installStopHandlers();
   log::setLevel(log::Level::warn);
   Options o = parse(argc, argv);
   if (!o.reportFrom.empty()) return rewriteReport(o.reportFrom);
@@ -292,17 +294,18 @@ int main(int argc, char** argv) {
               {"sizes", Json::array()}};
   bool ok = true;
   for (auto sz : o.sizes) {
+    if (stopSignal()) break;
     res["sizes"].push_back(runSize(o, sz, (sz >> 20) / 2, o.runs, o.methods));
     ok = ok && allOk(res["sizes"].back());
   }
-  if (o.scalingSize) {
+  if (o.scalingSize && !stopSignal()) {
     std::vector<std::string> ms;
     for (const auto& m : {"vmckpt-btrfs", "qemu-migrate-to-file"})
       if (wants(o, m)) ms.push_back(m);
     res["scaling"] = runSize(o, o.scalingSize, (o.scalingSize >> 20) / 8, o.scalingRuns, ms);
     ok = ok && allOk(res["scaling"]);
   }
-  if (o.runtime) {
+  if (o.runtime && !stopSignal()) {
     try {
       res["runtime_cost"] = measureRuntimeCost(o.rc);
       res["runtime_cost"]["ok"] = true;
@@ -311,6 +314,12 @@ int main(int argc, char** argv) {
       res["runtime_cost"] = {{"ok", false}, {"error", e.what()}};
       ok = false;
     }
+  }
+  if (int sig = stopSignal()) {
+    // Guests stopped and loop devices detached by now (destructors); a partial run is no result.
+    std::fprintf(stderr, "vmckpt-bench: stopped by SIG%s; guests stopped, loop devices detached, no results written\n",
+                 sigabbrev_np(sig));
+    return 128 + sig;
   }
   // The effective accelerator, from the first method that booted a guest.
   for (const auto& s : res["sizes"])

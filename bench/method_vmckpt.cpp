@@ -70,12 +70,15 @@ class BenchVm {
     console_.emplace(mgr_->root().vm(kVm));
     auto st = check(mgr_->start(kVm), "start");
     accel_ = st.accel;
-    size_t at = console_->waitForEither("memtest: filled", "memtest: error", 0, 1800s);
-    console_->waitFor("counter 1", at, 120s);
+    try {
+      size_t at = console_->waitForEither("memtest: filled", "memtest: error", 0, 1800s);
+      console_->waitFor("counter 1", at, 120s);
+    } catch (...) {  // no destructor runs for a half-built object: stop the guest here
+      stopGuest();
+      throw;
+    }
   }
-  ~BenchVm() {
-    if (mgr_) (void)mgr_->stop(kVm, {true, 10s});
-  }
+  ~BenchVm() { stopGuest(); }
   vmm::VmManager& mgr() { return *mgr_; }
   const Console& console() const { return *console_; }
   const std::string& home() const { return home_; }
@@ -83,6 +86,11 @@ class BenchVm {
   DiskMeter meter() const { return DiskMeter(lfs_->device()); }
 
  private:
+  // Before lfs_ goes: a running guest keeps the loop filesystem busy.
+  void stopGuest() {
+    if (mgr_) (void)mgr_->stop(kVm, {true, 10s});
+  }
+
   std::unique_ptr<test::LoopFs> lfs_;
   std::string home_, accel_;
   std::optional<vmm::VmManager> mgr_;
