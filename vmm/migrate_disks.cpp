@@ -14,7 +14,7 @@ using namespace std::chrono_literals;
 using qmp::Json;
 
 constexpr const char* kNbdFdName = "vmckpt-nbd";
-constexpr auto kPollInterval = 200ms;
+constexpr auto kMirrorPollInterval = 200ms;
 constexpr auto kRemoveTimeout = 10s;
 
 std::string diskNode(std::size_t i) { return cat("disk", i); }  // as qemu_command.cpp names them
@@ -49,7 +49,7 @@ std::string jobOutcome(qmp::Client& c, const std::string& id) {
 
 // Sleeps one poll interval in steps, so that `interrupt` is seen within 50 ms.
 Status pause(const std::function<Status()>& interrupt) {
-  for (auto end = std::chrono::steady_clock::now() + kPollInterval; std::chrono::steady_clock::now() < end;) {
+  for (auto end = std::chrono::steady_clock::now() + kMirrorPollInterval; std::chrono::steady_clock::now() < end;) {
     if (interrupt) VMCKPT_TRY(interrupt());
     std::this_thread::sleep_for(50ms);
   }

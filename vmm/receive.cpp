@@ -45,7 +45,7 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-constexpr auto kOfferTimeout = 120s;  // the offer and the boot files, once connected
+constexpr auto kReceiveOfferTimeout = 120s;  // the offer and the boot files, once connected
 constexpr auto kReturnPathGrace = 200ms;
 const char* kStagingPrefix = ".receive-";
 
@@ -208,7 +208,7 @@ Result<ReceiveResult> VmManager::receive(const std::string& name, const ReceiveO
     return ctx(e);
   };
 
-  auto offerJ = wire::readFrame(sock, {"offer"}, Deadline::in(kOfferTimeout), wire::checkSignals);
+  auto offerJ = wire::readFrame(sock, {"offer"}, Deadline::in(kReceiveOfferTimeout), wire::checkSignals);
   if (!offerJ) return failed(offerJ.error().context(cat("reading the offer from ", result.from)));
   auto offer = wire::Offer::fromJson(*offerJ);
   if (!offer) return failed(offer.error());
@@ -234,7 +234,7 @@ Result<ReceiveResult> VmManager::receive(const std::string& name, const ReceiveO
     store::StoreCapabilities caps = store::probeStore(root_.vmsDir());
     VMCKPT_TRY(store::makeBackend(caps.best())->createLiveDir(staged.live));
     for (const auto& f : offer->files)
-      VMCKPT_TRY(receiveBootFile(sock, f, f.name == "kernel" ? staged.kernel : staged.initrd, Deadline::in(kOfferTimeout)));
+      VMCKPT_TRY(receiveBootFile(sock, f, f.name == "kernel" ? staged.kernel : staged.initrd, Deadline::in(kReceiveOfferTimeout)));
     for (const auto& d : offer->disks) VMCKPT_TRY(createEmptyDisk(cat(staged.live, "/", d.file), d.format, d.virtualSize));
     VMCKPT_TRY(fs::writeFileAtomic(staged.spec, spec.toJson().dump(2) + "\n"));
     if (offer->postcopy) VMCKPT_TRY(probePostcopy(staged.live, spec.ram == RamBackend::anon));

@@ -14,6 +14,10 @@ namespace vmckpt::test {
 
 using Json = nlohmann::json;
 
+// vmckpt-memtest over three quarters of a guest's free memory (its pattern is verified
+// after every restore).
+inline constexpr const char* kMemtestArgs = "vmckpt.memtest=--percent,75";
+
 struct CliRun {
   int code = -1;
   std::string out, err;

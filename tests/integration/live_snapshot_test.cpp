@@ -21,8 +21,6 @@ using namespace vmckpt::test;  // the harness: VmckptTest, CliRun, Json, LoopFs,
 
 namespace {
 
-const char* kMemtestArgs = "vmckpt.memtest=--percent,75";
-
 // Entries of a directory whose names start with '.' (half-built snapshots).
 int hiddenEntries(const std::string& dir) {
   auto names = fs::entriesWithPrefix(dir, ".");

@@ -28,7 +28,6 @@ using vmckpt::test::Json;
 
 namespace {
 
-const char* kMemtestArgs = "vmckpt.memtest=--percent,75";
 const char* kMigratedMark = "[vmckpt: migrated in from";
 
 // The lines after the last `mark` in a console log (all of it when the mark is absent).

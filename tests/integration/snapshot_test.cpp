@@ -29,13 +29,12 @@ using namespace vmckpt;
 using vmckpt::test::CliRun;
 using vmckpt::test::expectOneLineError;
 using vmckpt::test::Json;
+using vmckpt::test::kMemtestArgs;
 using vmckpt::test::LoopFs;
 
 namespace {
 
 constexpr std::uint64_t kMiB = 1ull << 20;
-const char* kMemtestArgs = "vmckpt.memtest=--percent,75";
-
 // The console after the last "[vmckpt: restored from snapshot ...]" line (or all of it).
 std::string sinceLastRestore(const std::string& log) {
   auto pos = log.rfind("[vmckpt: restored from snapshot");

@@ -11,7 +11,7 @@ namespace vmckpt::vmm::libvirt {
 namespace {
 
 // As `virsh dumpxml --inactive` writes a domain that vmckpt has not prepared (trimmed).
-const char* kDomain = R"(<domain type='kvm'>
+const char* kUnpreparedDomain = R"(<domain type='kvm'>
   <name>job1</name>
   <uuid>6a1c3e2e-3f1b-4d0b-9a55-0e0c1c1f7c11</uuid>
   <memory unit='KiB'>2097152</memory>
@@ -74,14 +74,14 @@ PrepareResult prepare(std::string_view xml) {
 }
 
 TEST(PrepareDomainXml, AddsMemoryBackingAndAgentChannelWhereLibvirtWritesThem) {
-  PrepareResult p = prepare(kDomain);
+  PrepareResult p = prepare(kUnpreparedDomain);
   EXPECT_EQ(p.xml, kPrepared);
   EXPECT_EQ(p.changes, (std::vector<std::string>{"added <source type='file'/> to <memoryBacking>",
                                                  "added <access mode='shared'/> to <memoryBacking>",
                                                  "added <channel type='unix'> org.vmckpt.agent.0 for the vmckpt guest agent"}));
   EXPECT_TRUE(p.notes.empty());
   // Lines libvirt wrote come back as they were: the diff shows only the additions.
-  EXPECT_EQ(unifiedDiff(kDomain, p.xml, "job1 (now)", "job1 (prepared)"), R"(--- job1 (now)
+  EXPECT_EQ(unifiedDiff(kUnpreparedDomain, p.xml, "job1 (now)", "job1 (prepared)"), R"(--- job1 (now)
 +++ job1 (prepared)
 @@ -3,6 +3,10 @@
    <uuid>6a1c3e2e-3f1b-4d0b-9a55-0e0c1c1f7c11</uuid>
@@ -108,7 +108,7 @@ TEST(PrepareDomainXml, AddsMemoryBackingAndAgentChannelWhereLibvirtWritesThem) {
 }
 
 TEST(PrepareDomainXml, SecondRunChangesNothingAndTheResultInspectsReady) {
-  PrepareResult first = prepare(kDomain);
+  PrepareResult first = prepare(kUnpreparedDomain);
   PrepareResult second = prepare(first.xml);
   EXPECT_TRUE(second.changes.empty());
   EXPECT_EQ(second.xml, first.xml);
