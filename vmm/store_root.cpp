@@ -83,14 +83,18 @@ Result<std::optional<VmLock>> VmLock::tryAcquire(const VmPaths& paths) {
 }
 
 Result<VmLock> VmLock::acquire(const VmPaths& paths, const std::string& name) {
-  UniqueFd fd(::open(paths.lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!fd) return failErrno(cat("open ", paths.lock), errno);
+  return acquireAt(paths.lock, cat("VM ", name));
+}
+
+Result<VmLock> VmLock::acquireAt(const std::string& lockFile, const std::string& what) {
+  UniqueFd fd(::open(lockFile.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) return failErrno(cat("open ", lockFile), errno);
   // Another vmckpt command on the same VM: wait a little, then say who holds it.
   auto deadline = Deadline::in(std::chrono::seconds(10));
   while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-    if (errno != EWOULDBLOCK && errno != EINTR) return failErrno(cat("flock ", paths.lock), errno);
+    if (errno != EWOULDBLOCK && errno != EINTR) return failErrno(cat("flock ", lockFile), errno);
     if (deadline.expired())
-      return fail(Errc::wrongState, cat("VM ", name, " is busy: another vmckpt command holds its lock"));
+      return fail(Errc::wrongState, cat(what, " is busy: another vmckpt command holds its lock"));
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return VmLock(std::move(fd));

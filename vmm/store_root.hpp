@@ -58,6 +58,8 @@ class StoreRoot {
 class VmLock {
  public:
   static Result<VmLock> acquire(const VmPaths& paths, const std::string& name);
+  // The same on any lock file; `what` names the holder in the error ("domain job1").
+  static Result<VmLock> acquireAt(const std::string& lockFile, const std::string& what);
   // Without waiting: nullopt while another vmckpt holds it.
   static Result<std::optional<VmLock>> tryAcquire(const VmPaths& paths);
 

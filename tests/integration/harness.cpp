@@ -98,19 +98,27 @@ std::vector<std::string> VmckptTest::environment(const std::map<std::string, std
   return envList;
 }
 
-CliRun VmckptTest::vmckpt(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) {
-  std::vector<std::string> envList = environment(env);
-  std::vector<std::string> argv = {VMCKPT_BIN};
-  argv.insert(argv.end(), args.begin(), args.end());
-  auto r = runCommand(argv, Deadline::in(120s), envList);
+CliRun runCli(const std::vector<std::string>& argv, std::chrono::seconds timeout, const std::vector<std::string>* env) {
   CliRun run;
+  auto r = env ? runCommand(argv, Deadline::in(timeout), *env) : runCommand(argv, Deadline::in(timeout));
   if (!r) {
-    ADD_FAILURE() << "running vmckpt failed: " << r.error().message();
+    run.err = cat("running ", argv.empty() ? std::string("nothing") : argv[0], " failed: ", r.error().message());
     return run;
   }
   run.code = r->status.exited() ? r->status.code : 128 + r->status.signal;
   run.out = r->out;
   run.err = r->err;
+  return run;
+}
+
+CliRun VmckptTest::vmckpt(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
+                          const std::vector<std::string>& prefix) {
+  std::vector<std::string> envList = environment(env);
+  std::vector<std::string> argv = prefix;
+  argv.push_back(VMCKPT_BIN);
+  argv.insert(argv.end(), args.begin(), args.end());
+  CliRun run = runCli(argv, 120s, &envList);
+  if (run.code == -1) ADD_FAILURE() << run.err;
   return run;
 }
 

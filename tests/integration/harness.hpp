@@ -24,6 +24,11 @@ struct CliRun {
   Json json() const;  // stdout parsed (fails the test if it is not JSON)
 };
 
+// Runs argv (with `env` as its whole environment, when given) and gathers its output and
+// exit code (128 + signal when killed). When it cannot run at all: code -1, err says why.
+CliRun runCli(const std::vector<std::string>& argv, std::chrono::seconds timeout,
+              const std::vector<std::string>* env = nullptr);
+
 class VmckptTest : public ::testing::Test {
  protected:
   void SetUp() override;
@@ -31,8 +36,10 @@ class VmckptTest : public ::testing::Test {
 
   // The environment vmckpt runs with: ours, plus VMCKPT_HOME and `extra`.
   std::vector<std::string> environment(const std::map<std::string, std::string>& extra = {}) const;
-  // Runs build/bin/vmckpt with VMCKPT_HOME set to this test's store.
-  CliRun vmckpt(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {});
+  // Runs build/bin/vmckpt with VMCKPT_HOME set to this test's store (after `prefix`, a
+  // wrapper such as nsenter, when given); a vmckpt that cannot run fails the test.
+  CliRun vmckpt(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {},
+                const std::vector<std::string>& prefix = {});
   // Creates (asserting success) a VM booting the test guest with the given workload.
   void createGuest(const std::string& name, const std::string& workload = "counter",
                    const std::vector<std::string>& extra = {}, const std::string& memory = "256M",

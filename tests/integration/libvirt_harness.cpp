@@ -108,32 +108,12 @@ std::optional<std::string> LibvirtTest::startDaemons() {
 CliRun LibvirtTest::virsh(const std::vector<std::string>& args) {
   std::vector<std::string> argv = {"virsh", "-q", "-c", cat("qemu+unix:///system?socket=", sockDir_, "/libvirt-sock")};
   argv.insert(argv.end(), args.begin(), args.end());
-  CliRun run;
-  auto r = runCommand(argv, Deadline::in(60s));
-  if (!r) {
-    run.err = r.error().message();
-    return run;
-  }
-  run.code = r->status.exited() ? r->status.code : 128 + r->status.signal;
-  run.out = r->out;
-  run.err = r->err;
-  return run;
+  return runCli(argv, 60s);
 }
 
 CliRun LibvirtTest::vmckptBeside(const std::vector<std::string>& args) {
   if (libvirtdPid_ <= 0) return vmckpt(args);
-  std::vector<std::string> argv = {"nsenter", "-t", std::to_string(libvirtdPid_), "-m", "--", VMCKPT_BIN};
-  argv.insert(argv.end(), args.begin(), args.end());
-  CliRun run;
-  auto r = runCommand(argv, Deadline::in(120s), environment());
-  if (!r) {
-    ADD_FAILURE() << "running vmckpt failed: " << r.error().message();
-    return run;
-  }
-  run.code = r->status.exited() ? r->status.code : 128 + r->status.signal;
-  run.out = r->out;
-  run.err = r->err;
-  return run;
+  return vmckpt(args, {}, {"nsenter", "-t", std::to_string(libvirtdPid_), "-m", "--"});
 }
 
 void LibvirtTest::sendSerial(const std::string& name, const std::string& line) {

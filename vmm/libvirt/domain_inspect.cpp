@@ -115,14 +115,4 @@ Result<std::string> withIncomingDefer(std::string_view text) {
   return xml::formatLibvirtStyle(root);
 }
 
-bool validDomainName(std::string_view name) {
-  if (name.empty() || name.size() > 200 || name.front() == '.' || name.front() == '-') return false;
-  for (char ch : name) {
-    bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
-              ch == '+' || ch == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 }  // namespace vmckpt::vmm::libvirt

@@ -51,8 +51,4 @@ Result<DomainInfo> inspectDomainXml(std::string_view xml);
 // already passes QEMU an -incoming argument.
 Result<std::string> withIncomingDefer(std::string_view xml);
 
-// A domain name vmckpt is willing to use as a directory name: 1..200 chars of
-// [A-Za-z0-9._+-], not starting with '.' or '-'.
-bool validDomainName(std::string_view name);
-
 }  // namespace vmckpt::vmm::libvirt

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <linux/fs.h>
-#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,6 +26,7 @@
 #include "vmm/store/backend.hpp"
 #include "vmm/store/extent_usage.hpp"
 #include "vmm/store/store_mode.hpp"
+#include "vmm/store_root.hpp"
 #include "vmm/vm_record.hpp"
 
 namespace vmckpt::vmm::libvirt {
@@ -143,26 +143,6 @@ Status cloneInto(const std::string& src, int dst, const std::string& dstName) {
 }
 
 // An exclusive lock per domain, so that two vmckpt commands do not work on one domain.
-class DomainLock {
- public:
-  static Result<DomainLock> acquire(const std::string& path, const std::string& domain) {
-    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    if (!fd) return failErrno(cat("open ", path), errno);
-    auto deadline = Deadline::in(10s);
-    while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-      if (errno != EWOULDBLOCK && errno != EINTR) return failErrno(cat("flock ", path), errno);
-      if (deadline.expired())
-        return fail(Errc::wrongState, cat("domain ", domain, " is busy: another vmckpt command holds its lock"));
-      std::this_thread::sleep_for(50ms);
-    }
-    return DomainLock(std::move(fd));
-  }
-
- private:
-  explicit DomainLock(UniqueFd fd) : fd_(std::move(fd)) {}
-  UniqueFd fd_;
-};
-
 std::string lockPath(const std::string& home, const std::string& domain) {
   return cat(home, "/libvirt/snapshots/.", domain, ".lock");
 }
@@ -226,7 +206,7 @@ Result<SnapshotResult> snapshotDomain(const Connection& conn, const std::string&
 
   const std::string dir = domainSnapshotsDir(home, domain);
   if (auto s = fs::makeDirs(dir, 0700); !s) return ctx(s.error());
-  auto lock = DomainLock::acquire(lockPath(home, domain), domain);
+  auto lock = VmLock::acquireAt(lockPath(home, domain), cat("domain ", domain));
   if (!lock) return ctx(lock.error());
 
   // The disks vmckpt can capture are image files; read-only media stay where they are.
@@ -428,7 +408,7 @@ Result<DomainRestoreResult> restoreDomain(const Connection& conn, const std::str
   auto ctx = [&](const Error& e) { return fail(e.context(cat("restore of libvirt domain ", domain))); };
   auto snap = findDomainSnapshot(home, domain, ref);
   if (!snap) return ctx(snap.error());
-  auto lock = DomainLock::acquire(lockPath(home, domain), domain);
+  auto lock = VmLock::acquireAt(lockPath(home, domain), cat("domain ", domain));
   if (!lock) return ctx(lock.error());
   const store::Manifest& m = snap->manifest;
   const std::string data = snap->dataDir();

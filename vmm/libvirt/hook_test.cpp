@@ -76,8 +76,12 @@ TEST(LibvirtHook, DomainNamesAreValidatedBeforeUseInAPath) {
   TempDir t;
   EXPECT_FALSE(saveDomainDeviceMap(t.path(), "../evil", {{"net", "user"}}));
   EXPECT_FALSE(loadDomainDeviceMap(t.path(), "a/b"));
-  EXPECT_FALSE(validateDomainName(".hidden"));
-  EXPECT_TRUE(validateDomainName("job-1.x_2"));
+  for (std::string_view good : {"a", "job-1.x_2", "A", "9"}) EXPECT_TRUE(validateDomainName(good)) << good;
+  EXPECT_TRUE(validateDomainName(std::string(64, 'a')));
+  EXPECT_FALSE(validateDomainName(std::string(65, 'a')));
+  for (std::string_view bad : std::initializer_list<std::string_view>{
+           "", ".", "..", ".hidden", "-rf", "a/b", "../x", "a b", "a\nb", "ä", "a:b", "a*", std::string_view("a\0b", 3)})
+    EXPECT_FALSE(validateDomainName(bad)) << bad;
   // libvirt may send such a name: logged, nothing rewritten, nothing written beside the log.
   auto r = runHook(t.path(), {"../evil", "restore", "begin", "-"}, kXml);
   ASSERT_TRUE(r);
