@@ -19,6 +19,8 @@
 
 namespace vmckpt::vmm {
 
+class VmSnapshot;
+
 enum class VmState { created, running, paused, stopped };
 std::string_view vmStateName(VmState s);
 
@@ -74,6 +76,16 @@ struct SnapshotResult {
   store::Manifest manifest;  // id, parent, timings, devstate and exclusive bytes, agent
   std::string dir;
   std::string agentNote;  // why the agent was not used, or what went wrong after the capture
+};
+
+// A snapshot of the VMs of one job (snapshotGroup): one snapshot per VM, all captured
+// while every guest of the group was stopped.
+struct GroupSnapshotResult {
+  std::string group;  // the job's name (--group)
+  std::string id;     // this group snapshot's id, in every member's manifest
+  std::vector<SnapshotResult> members;  // in the order the VMs were named
+  double pauseMs = 0;  // first STOP to last RESUME over the group (QEMU's timestamps, one host clock)
+  double totalMs = 0;
 };
 
 struct RestoreOptions {
@@ -221,6 +233,12 @@ class VmManager {
   // snapshot behind. Precondition: running or paused (a paused guest stays paused).
   Result<SnapshotResult> snapshot(const std::string& name, const SnapshotOptions& opts);
 
+  // The VMs of one job (single host): quiesce all, pause all, capture all, resume all,
+  // then publish all. Any failure resumes and thaws every guest and leaves no member's
+  // snapshot behind. The fast path only (RAM files in the store), each VM at most once.
+  Result<GroupSnapshotResult> snapshotGroup(const std::vector<std::string>& names, const std::string& group,
+                                            const SnapshotOptions& opts);
+
   // Brings a snapshot back: a writable clone of it, QEMU with -incoming defer on the
   // clone, device state, cont. In place precondition: the VM is created or stopped.
   // With asName: no VM of that name exists; the original is untouched.
@@ -254,6 +272,7 @@ class VmManager {
   Status deleteSnapshot(const std::string& name, const std::string& ref);
 
  private:
+  friend class VmSnapshot;  // snapshot_job.hpp: one VM's snapshot in stages
   // What an operation that changes a VM holds while it runs.
   struct Held {
     VmSpec spec;

@@ -1,4 +1,5 @@
-// VmManager::snapshot: journal, quiesce, capture, thaw, seal, publish. The capture is the
+// VmManager::snapshot (one VmSnapshot, snapshot_job.hpp, stage after stage): journal,
+// quiesce, capture, thaw, seal, publish. The capture is the
 // fast path of ../shared/DESIGN.md (below: the pause covers only the device-state migrate,
 // x-ignore-shared skipping RAM, and the copy-on-write capture) or, with --live, QEMU's
 // background-snapshot (snapshot_live.cpp).
@@ -10,6 +11,7 @@
 #include <dirent.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cerrno>
 #include <chrono>
 #include <functional>
@@ -30,6 +32,7 @@
 #include "vmm/qemu_boot.hpp"
 #include "vmm/qemu_process.hpp"
 #include "vmm/snapshot_capture.hpp"
+#include "vmm/snapshot_job.hpp"
 #include "vmm/store/backend.hpp"
 #include "vmm/store/extent_usage.hpp"
 #include "vmm/vm_record.hpp"
@@ -119,10 +122,9 @@ class FastCapture final : public CapturePath {
     return {};
   }
 
-  Status capture(const std::function<void()>& whenRunning) override {
-    store::Manifest& m = r_.manifest;
+  // Pre-flush while the guest runs, so that few dirty pages remain for the pause.
+  Status preflush() override {
     const VmPaths& p = r_.paths;
-    // Pre-flush while the guest runs, so that few dirty pages remain for the pause.
     auto tFlush = Clock::now();
     {
       UniqueFd mem(::open(p.mem.c_str(), O_RDONLY | O_CLOEXEC));
@@ -130,7 +132,15 @@ class FastCapture final : public CapturePath {
       if (::fdatasync(mem.get()) != 0) return failErrno(cat("fdatasync ", p.mem), errno);
     }
     if (auto s = r_.backend.settle(p.live); !s) return fail(s.error().context("pre-flush"));
-    m.timings.flushMs = elapsedMs(tFlush);
+    r_.manifest.timings.flushMs = elapsedMs(tFlush);
+    flushed_ = true;
+    return {};
+  }
+
+  Status capture(const std::function<void()>& whenRunning) override {
+    store::Manifest& m = r_.manifest;
+    const VmPaths& p = r_.paths;
+    if (!flushed_) VMCKPT_TRY(preflush());
 
     // The device state goes next to the capture, not into live/: the capture would have to
     // write it back within the pause. It joins the capture once the guest runs again.
@@ -140,14 +150,15 @@ class FastCapture final : public CapturePath {
 
     // --- the pause: from here on every exit path resumes the guest ---
     long long stopUs = 0;
-    bool resumed = !m.wasRunning;
+    const bool pausesHere = m.wasRunning && !r_.callerPauses;
+    bool resumed = !pausesHere;
     ScopeExit resumeOnFailure([&] {
       if (!resumed) resumeAfterFailedCapture(r_);
     });
     auto tDev = Clock::now();
     VMCKPT_TRY(faultPoint("after-quiesce", r_.qemuPid));
     VMCKPT_TRY(migrateDeviceState(r_.qmp, r_.qemuPid, r_.tmp));
-    if (m.wasRunning) {
+    if (pausesHere) {
       auto ev = r_.qmp.waitEvent("STOP", Deadline::in(kSnapshotEventTimeout));  // sent during the migration
       if (!ev) return fail(ev.error().context("pause"));
       stopUs = ev->timestampUs;
@@ -161,19 +172,20 @@ class FastCapture final : public CapturePath {
     m.timings.captureMs = elapsedMs(tCap);
     VMCKPT_TRY(faultPoint("after-capture", r_.qemuPid));
 
-    if (m.wasRunning) {
+    if (pausesHere) {
       auto ev = resumeAfterMigration(r_.qmp);
       if (!ev) return fail(ev.error().context("resume"));
       resumed = true;
       m.timings.pauseMs = static_cast<double>(ev->timestampUs - stopUs) / 1000.0;
     }
-    // --- the guest runs again ---
-    whenRunning();
+    // --- the guest runs again (unless the caller pauses it) ---
+    if (!r_.callerPauses) whenRunning();
     return {};
   }
 
  private:
   CaptureRun& r_;
+  bool flushed_ = false;
 };
 
 }  // namespace
@@ -247,160 +259,243 @@ Result<AgentPolicy> parseAgentPolicy(std::string_view s) {
   return fail(Errc::invalidArgument, cat("agent policy '", s, "' is not one of required, auto, off"));
 }
 
-Result<SnapshotResult> VmManager::snapshot(const std::string& name, const SnapshotOptions& opts) {
-  auto t0 = Clock::now();
-  auto held = lockVm(name);
-  if (!held) return fail(held.error());
-  const VmPaths& p = held->paths;
-  // QEMU gone (killed, crashed): the guest cannot be resumed or thawed, and the error
-  // says so instead of whichever QMP or agent call noticed first.
-  auto qemuGone = [&] { return checkPidFile(held->paths).state != PidState::alive; };
-  auto ctx = [&](const Error& e) {
-    if (qemuGone())
-      return fail(Error(Errc::processFailed, cat("snapshot ", name, ": QEMU exited during the snapshot (", e.message(),
-                                                 "); the VM is stopped, no snapshot was made")));
-    return fail(e.context(cat("snapshot ", name)));
-  };
+Error VmSnapshot::wrap(const Error& e) const {
+  if (qemuGone())
+    return Error(Errc::processFailed, cat("snapshot ", name_, ": QEMU exited during the snapshot (", e.message(),
+                                          "); the VM is stopped, no snapshot was made"));
+  return e.context(cat("snapshot ", name_));
+}
 
-  auto before = statusLocked(name, held->spec);
+// QEMU gone (killed, crashed): the guest cannot be resumed or thawed, and the error says
+// so instead of whichever QMP or agent call noticed first.
+bool VmSnapshot::qemuGone() const { return held_ && checkPidFile(held_->paths).state != PidState::alive; }
+
+Result<std::unique_ptr<VmSnapshot>> VmSnapshot::begin(VmManager& mgr, const std::string& name,
+                                                      const SnapshotOptions& opts, bool grouped, Clock::time_point t0) {
+  std::unique_ptr<VmSnapshot> self(new VmSnapshot(mgr, name, opts, grouped));
+  VmSnapshot& s = *self;
+  s.t0_ = t0;
+  auto held = mgr.lockVm(name);
+  if (!held) return fail(held.error());
+  s.held_.emplace(std::move(*held));
+  const VmPaths& p = s.held_->paths;
+  const VmSpec& spec = s.held_->spec;
+
+  auto before = mgr.statusLocked(name, spec);
   if (!before) return fail(before.error());
   if (before->state != VmState::running && before->state != VmState::paused)
     return fail(Errc::wrongState, cat("snapshot ", name, ": VM is not running (state: ", vmStateName(before->state), ")"));
   // Each RAM backing has its one way to be captured.
-  if (opts.live && held->spec.ram == RamBackend::file)
-    return ctx(Error(Errc::unsupported, "snapshot --live needs anonymous RAM (create --ram anon); this VM's RAM is a "
-                                        "file in the store, whose fast-path snapshot already pauses only milliseconds"));
-  if (!opts.live && held->spec.ram == RamBackend::anon)
-    return ctx(Error(Errc::unsupported, "this VM has anonymous RAM (created with --ram anon), which only a live "
-                                        "snapshot captures: use snapshot --live"));
+  if (opts.live && spec.ram == RamBackend::file)
+    return fail(s.wrap(Error(Errc::unsupported, "snapshot --live needs anonymous RAM (create --ram anon); this VM's RAM "
+                                                "is a file in the store, whose fast-path snapshot already pauses only "
+                                                "milliseconds")));
+  if (!opts.live && spec.ram == RamBackend::anon)
+    return fail(s.wrap(Error(Errc::unsupported, cat("this VM has anonymous RAM (created with --ram anon), which only a "
+                                                    "live snapshot captures: ",
+                                                    grouped ? "group snapshots do not take live snapshots yet"
+                                                            : "use snapshot --live"))));
 
   store::StoreMode mode = opts.mode ? *opts.mode : detectMode(p);  // probe only when not given
   if (mode == store::StoreMode::btrfs && !store::isSubvolume(p.live))
-    return ctx(Error(Errc::unsupported, "store mode btrfs needs live/ to be a subvolume (the VM was created outside btrfs)"));
+    return fail(s.wrap(Error(Errc::unsupported,
+                             "store mode btrfs needs live/ to be a subvolume (the VM was created outside btrfs)")));
   if (mode == store::StoreMode::copy && !opts.live)
     log::info("copy mode: the guest stays paused while its RAM and disks are copied (slow; use btrfs or XFS)");
-  auto backend = store::makeBackend(mode);
+  s.backend_ = store::makeBackend(mode);
 
   store::Catalog catalog(p.snapshots);
-  VmRecord rec = loadRecord(p);
-  std::optional<store::SnapshotEntry> parent;
-  if (!rec.head.empty()) {
-    if (auto ps = catalog.resolve(rec.head)) parent = std::move(*ps);
+  s.rec_ = loadRecord(p);
+  s.oldHead_ = s.rec_.head;
+  if (!s.rec_.head.empty()) {
+    if (auto ps = catalog.resolve(s.rec_.head)) s.parent_ = std::move(*ps);
   }
 
-  store::Manifest m;
+  store::Manifest& m = s.m_;
   m.id = store::Catalog::newId();
   m.vm = name;
   m.tag = opts.tag;
-  m.parent = parent ? parent->manifest.id : "";
+  m.parent = s.parent_ ? s.parent_->manifest.id : "";
   m.created = nowIso();
   m.mode = mode;
   m.vmckptVersion = VMCKPT_VERSION;
-  m.spec = held->spec;
+  m.spec = spec;
   m.wasRunning = before->state == VmState::running;
 
   // Ctrl-C, TERM or HUP from here until the guest runs thawed again would leave it paused
-  // or frozen, or a half-built snapshot: they are held back until then. On a failure the
-  // guards below (resume, thaw, cleanup) run first, since they are destroyed before this.
-  std::optional<SignalBlock> holdSignals(std::in_place);
+  // or frozen, or a half-built snapshot: they are held back until then (by the group for
+  // a group). On a failure the destructor (resume, thaw, cleanup) runs first.
+  if (!grouped) s.holdSignals_.emplace();
   // The journal first: from here a killed vmckpt leaves something to recover by.
-  JournalEntry journal{.op = JournalOp::snapshot, .snapshotId = m.id, .guestWasRunning = m.wasRunning,
-                       .pid = ::getpid(), .started = m.created};
-  if (auto s = writeJournal(p, journal); !s) return ctx(s.error().context("journal"));
-  ScopeExit journalDone([&] { (void)clearJournal(p); });  // destroyed last: after every other guard
-  const pid_t qemuPid = before->pid;
+  s.journal_ = JournalEntry{.op = JournalOp::snapshot, .snapshotId = m.id, .guestWasRunning = m.wasRunning,
+                            .pid = ::getpid(), .started = m.created};
+  if (auto w = writeJournal(p, s.journal_); !w) return fail(s.wrap(w.error().context("journal")));
+  s.journalWritten_ = true;
+  s.qemuPid_ = before->pid;
   VMCKPT_TRY(fs::makeDirs(p.snapshots, 0700));
-  const std::string tmp = cat(p.snapshots, "/.tmp-", m.id);
-  VMCKPT_TRY(fs::makeDirs(tmp, 0700));
-  ScopeExit dropPartial([&] { (void)store::removeStoreTree(tmp); });
+  s.tmp_ = cat(p.snapshots, "/.tmp-", m.id);
+  VMCKPT_TRY(fs::makeDirs(s.tmp_, 0700));
+  s.tmpMade_ = true;
   (void)fs::removeFile(p.devstate);  // left by a restore that did not finish: not for the capture
 
   // The guest agent: required, or used when it answers quickly, or not asked.
-  auto guest = QuiescedGuest::connect(held->spec, p, opts.agent);
-  if (!guest) return ctx(guest.error());
+  auto guest = QuiescedGuest::connect(spec, p, opts.agent);
+  if (!guest) return fail(s.wrap(guest.error()));
+  s.guest_.emplace(std::move(*guest));
 
   auto client = connectQmp(p, Deadline::in(5s));
-  if (!client) return ctx(client.error());
-  qmp::Client& c = *client;
+  if (!client) return fail(s.wrap(client.error()));
+  s.client_.emplace(std::move(*client));
+  qmp::Client& c = *s.client_;
   m.qemuVersion = cat(c.greeting().major, ".", c.greeting().minor, ".", c.greeting().micro);
-  m.machine = rec.machine;
+  m.machine = s.rec_.machine;
   if (m.machine.empty()) {
-    auto mach = resolveMachine(c, held->spec.machine);
-    if (!mach) return ctx(mach.error());
+    auto mach = resolveMachine(c, spec.machine);
+    if (!mach) return fail(s.wrap(mach.error()));
     m.machine = *mach;
   }
-  CaptureRun run{c, p, held->spec, name, tmp, *backend, m, qemuPid, qemuGone};
-  auto path = opts.live ? makeLiveCapture(run) : makeFastCapture(run);
-  if (auto s = path->prepare(); !s) return ctx(s.error());
+  VmSnapshot* raw = self.get();
+  s.run_ = std::make_unique<CaptureRun>(CaptureRun{c, p, spec, s.name_, s.tmp_, *s.backend_, m, s.qemuPid_,
+                                                   [raw] { return raw->qemuGone(); }, grouped});
+  s.path_ = opts.live ? makeLiveCapture(*s.run_) : makeFastCapture(*s.run_);
+  if (auto prep = s.path_->prepare(); !prep) return fail(s.wrap(prep.error()));
+  return self;
+}
 
-  // Quiesce: the agent's plugins park device state in guest RAM, filesystems freeze last.
-  // A plugin that fails or misses the deadline fails the snapshot before any pause.
-  std::string thawWarning;
-  std::optional<ScopeExit<std::function<void()>>> thawOnFailure;
-  if (auto s = faultPoint("before-quiesce", qemuPid); !s) return ctx(s.error());
-  if (guest->connected()) {
-    journal.quiesced = true;  // before asking: a kill during the quiesce must thaw too
-    if (auto s = writeJournal(p, journal); !s) return ctx(s.error().context("journal"));
-    auto q = guest->quiesce(opts.quiesceTimeout);
-    m.timings.quiesceMs = guest->quiesceMs();
-    if (!q) return ctx(q.error());
-    m.quiesced = true;
-    m.agentPlugins = guest->plugins();
-    // Runs after the capture's resume (the guest must run again to process the thaw).
-    thawOnFailure.emplace(std::function<void()>([&] {
-      if (qemuGone()) return;
-      if (auto s = guest->thaw(); !s) log::error("could not thaw the guest after a failed snapshot: ", s.error().message());
-    }));
+VmSnapshot::~VmSnapshot() {
+  // In the order the single-VM snapshot always undid things: the guest runs, then thaws,
+  // then the half-built snapshot goes, the journal last (then the signals, then the lock).
+  if (pausedByUs_ && run_) resumeAfterFailedCapture(*run_);
+  if (thawPending_ && !qemuGone()) {
+    if (auto t = guest_->thaw(); !t) log::error("could not thaw the guest after a failed snapshot: ", t.error().message());
   }
+  if (tmpMade_ && !published_) (void)store::removeStoreTree(tmp_);
+  if (journalWritten_ && held_) (void)clearJournal(held_->paths);
+}
 
+Status VmSnapshot::quiesce() {
+  // A plugin that fails or misses the deadline fails the snapshot before any pause.
+  if (auto f = faultPoint("before-quiesce", qemuPid_); !f) return fail(wrap(f.error()));
+  if (!guest_->connected()) return {};
+  journal_.quiesced = true;  // before asking: a kill during the quiesce must thaw too
+  if (auto w = writeJournal(held_->paths, journal_); !w) return fail(wrap(w.error().context("journal")));
+  auto q = guest_->quiesce(opts_.quiesceTimeout);
+  m_.timings.quiesceMs = guest_->quiesceMs();
+  if (!q) return fail(wrap(q.error()));
+  m_.quiesced = true;
+  m_.agentPlugins = guest_->plugins();
+  thawPending_ = true;  // thawed when the guest runs again, or by the destructor
+  return {};
+}
+
+void VmSnapshot::thawNowRunning() {
+  if (!thawPending_) return;
+  thawPending_ = false;
+  if (auto t = guest_->thaw(); !t) {
+    thawWarning_ = cat("the snapshot is complete, but the guest agent did not thaw: ", t.error().message());
+    log::warn(thawWarning_);
+  }
+}
+
+Status VmSnapshot::preflush() {
+  if (auto f = path_->preflush(); !f) return fail(wrap(f.error()));
+  return {};
+}
+
+Status VmSnapshot::pause() {
+  if (!grouped_ || !m_.wasRunning) return {};
+  (void)client_->takeEvents();
+  pausedByUs_ = true;  // from the command on: the destructor resumes it
+  auto ev = client_->executeUntilEvent("stop", Json::object(), "STOP", Deadline::in(kSnapshotEventTimeout));
+  if (!ev) return fail(wrap(ev.error().context("pause")));
+  stopUs_ = ev->timestampUs;
+  return {};
+}
+
+Status VmSnapshot::capture() {
   // Pause, capture, resume; the guest is thawed as soon as it runs again.
-  auto whenRunning = [&] {
-    if (!thawOnFailure) return;
-    thawOnFailure->cancel();
-    if (auto s = guest->thaw(); !s) {
-      thawWarning = cat("the snapshot is complete, but the guest agent did not thaw: ", s.error().message());
-      log::warn(thawWarning);
-    }
-  };
-  if (auto s = path->capture(whenRunning); !s) return ctx(s.error());
-  holdSignals.reset();  // a signal that arrived meanwhile is delivered now
-  const std::string stream = path->streamFile();
-  if (auto s = moveIntoCapture(cat(tmp, "/", stream), cat(tmp, "/data/", stream)); !s)
-    return ctx(s.error().context(cat(stream == store::kDevstateFile ? "device state" : "state stream", " into the snapshot")));
-  if (auto s = backend->seal(tmp + "/data"); !s) return ctx(s.error().context("seal the snapshot"));
+  if (auto c = path_->capture([this] { thawNowRunning(); }); !c) return fail(wrap(c.error()));
+  holdSignals_.reset();  // a signal that arrived meanwhile is delivered now
+  return {};
+}
+
+Status VmSnapshot::resume() {
+  if (!pausedByUs_) return {};
+  auto ev = resumeAfterMigration(*client_);
+  if (!ev) return fail(wrap(ev.error().context("resume")));
+  pausedByUs_ = false;
+  resumeUs_ = ev->timestampUs;
+  m_.timings.pauseMs = static_cast<double>(resumeUs_ - stopUs_) / 1000.0;
+  thawNowRunning();
+  return {};
+}
+
+Result<SnapshotResult> VmSnapshot::publish(const std::optional<store::SnapshotGroup>& group) {
+  const VmPaths& p = held_->paths;
+  const std::string& tmp = tmp_;
+  store::Manifest& m = m_;
+  m.group = group;
+  const std::string stream = path_->streamFile();
+  if (auto mv = moveIntoCapture(cat(tmp, "/", stream), cat(tmp, "/data/", stream)); !mv)
+    return fail(wrap(mv.error().context(
+        cat(stream == store::kDevstateFile ? "device state" : "state stream", " into the snapshot"))));
+  if (auto sealed = backend_->seal(tmp + "/data"); !sealed) return fail(wrap(sealed.error().context("seal the snapshot")));
 
   auto files = describeFiles(tmp + "/data");
-  if (!files) return ctx(files.error());
+  if (!files) return fail(wrap(files.error()));
   m.files = std::move(*files);
   if (const auto* d = m.file(stream)) m.devstateBytes = d->size;
   {
     std::vector<std::string> mine;
     for (const auto& f : m.files) mine.push_back(tmp + "/data/" + f.name);
     auto own = store::mapExtents(mine);
-    if (!own) return ctx(own.error());
+    if (!own) return fail(wrap(own.error()));
     store::ExtentMap parentMap;
-    if (parent) {
-      auto pm = store::mapExtents(dataFiles(*parent));
+    if (parent_) {
+      auto pm = store::mapExtents(dataFiles(*parent_));
       if (pm) parentMap = std::move(*pm);
     }
     m.exclusiveBytes = store::exclusiveBytes(*own, parentMap);
   }
-  m.timings.totalMs = elapsedMs(t0);
+  m.timings.totalMs = elapsedMs(t0_);
   VMCKPT_TRY(store::writeManifest(tmp + "/manifest.json", m));
 
-  if (auto s = faultPoint("before-publish", qemuPid); !s) return ctx(s.error());
+  if (auto f = faultPoint("before-publish", qemuPid_); !f) return fail(wrap(f.error()));
   // Publish: one rename makes the snapshot visible, complete.
-  const std::string dest = cat(p.snapshots, "/", m.id);
-  if (::rename(tmp.c_str(), dest.c_str()) != 0) return ctx(Error::fromErrno(cat("rename ", tmp, " -> ", dest), errno));
-  dropPartial.cancel();
+  dest_ = cat(p.snapshots, "/", m.id);
+  if (::rename(tmp.c_str(), dest_.c_str()) != 0)
+    return fail(wrap(Error::fromErrno(cat("rename ", tmp, " -> ", dest_), errno)));
+  published_ = true;
   {
     UniqueFd dir(::open(p.snapshots.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (dir) ::fsync(dir.get());
   }
-  rec.head = m.id;
-  if (rec.machine.empty()) rec.machine = m.machine;
-  if (auto s = saveRecord(p, rec); !s) log::warn("snapshot ", m.id, " published but lifecycle.json not updated: ", s.error().message());
-  return SnapshotResult{std::move(m), dest, thawWarning.empty() ? guest->note() : thawWarning};
+  rec_.head = m.id;
+  if (rec_.machine.empty()) rec_.machine = m.machine;
+  if (auto saved = saveRecord(p, rec_); !saved)
+    log::warn("snapshot ", m.id, " published but lifecycle.json not updated: ", saved.error().message());
+  return SnapshotResult{m, dest_, thawWarning_.empty() ? guest_->note() : thawWarning_};
+}
+
+void VmSnapshot::withdraw() {
+  if (!published_) return;
+  // Hidden again in one step (the destructor removes it), the record's head as it was.
+  if (::rename(dest_.c_str(), tmp_.c_str()) != 0) {
+    log::error("could not withdraw snapshot ", m_.id, " of VM ", name_, ": ", std::strerror(errno));
+    return;
+  }
+  published_ = false;
+  rec_.head = oldHead_;
+  if (auto saved = saveRecord(held_->paths, rec_); !saved)
+    log::warn("VM ", name_, ": lifecycle.json still names the withdrawn snapshot: ", saved.error().message());
+}
+
+Result<SnapshotResult> VmManager::snapshot(const std::string& name, const SnapshotOptions& opts) {
+  auto job = VmSnapshot::begin(*this, name, opts, false, Clock::now());
+  if (!job) return fail(job.error());
+  VMCKPT_TRY((*job)->quiesce());
+  VMCKPT_TRY((*job)->capture());
+  return (*job)->publish();
 }
 
 Result<std::vector<store::SnapshotEntry>> VmManager::snapshots(const std::string& name) {

@@ -37,6 +37,10 @@ struct CaptureRun {
   store::Manifest& manifest;  // wasRunning is read; ram, timings are filled in
   pid_t qemuPid;
   std::function<bool()> qemuGone;
+  // A group snapshot: the caller stopped the guest (QMP stop) and resumes it after every
+  // member is captured. The capture then neither stops nor resumes it, and never calls
+  // whenRunning (the fast path only).
+  bool callerPauses = false;
 };
 
 class CapturePath {
@@ -50,6 +54,9 @@ class CapturePath {
   // guest runs again (the caller thaws it there). Every failure leaves the guest running
   // (or paused, if it was) with no migration in flight.
   virtual Status capture(const std::function<void()>& whenRunning) = 0;
+  // While the guest still runs: write back what can be written before the pause (capture
+  // does it itself when not called first). A group flushes every member before it stops any.
+  virtual Status preflush() { return {}; }
   // The stream's name in tmp/ and, once captured, in tmp/data.
   virtual const char* streamFile() const = 0;
 };

@@ -197,6 +197,60 @@ TEST_P(SnapshotRoundTrip, KilledGuestComesBackExactlyWhereItWas) {
 INSTANTIATE_TEST_SUITE_P(Stores, SnapshotRoundTrip, ::testing::Values("btrfs", "xfs", "copy"),
                          [](const auto& p) { return p.param; });
 
+// Two VMs of one job (snapshot --group): a failure anywhere leaves both running and no
+// snapshot of either; a group snapshot stops both for one overlapping window, and each
+// comes back from its member snapshot with its memory.
+TEST_F(SnapshotTest, GroupSnapshotStopsTheJobTogetherAndAFailureLeavesNothing) {
+  useStore("btrfs");
+  if (IsSkipped()) return;
+  bootMemtest("g1", "256M");
+  bootMemtest("g2", "256M");
+  const std::vector<std::string> vms = {"g1", "g2"};
+
+  expectOneLineError(vmckpt({"snapshot", "g1", "g2"}), "add --group JOB");
+  expectOneLineError(vmckpt({"snapshot", "g1", "nosuch", "--group", "job1"}), "nosuch");
+  expectOneLineError(vmckpt({"snapshot", "g1", "g2", "--group", "job1"}, {{"VMCKPT_FAULT", "after-capture:error"}}),
+                     "injected fault at after-capture");
+  for (const auto& vm : vms) {
+    EXPECT_EQ(vmckpt({"status", vm, "--json"}).json()["state"], "running") << vm;
+    EXPECT_EQ(vmckpt({"snapshots", vm, "--json"}).json()["snapshots"].size(), 0u) << vm;
+    EXPECT_EQ(listDir(cat(home_, "/vms/", vm, "/snapshots")).size(), 0u) << vm << ": a half-built snapshot is left";
+    int now = lastCounter(vm);
+    EXPECT_TRUE(waitForConsole(vm, cat("counter ", now + 2), 30s)) << vm << " was left stopped";
+  }
+
+  int before[2] = {lastCounter("g1"), lastCounter("g2")};
+  CliRun r = vmckpt({"snapshot", "g1", "g2", "--group", "job1", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  int after[2] = {lastCounter("g1"), lastCounter("g2")};
+  Json g = r.json();
+  EXPECT_EQ(g["group"], "job1");
+  ASSERT_EQ(g["snapshots"].size(), 2u);
+  std::string ids[2];
+  double pauses[2];
+  for (int i = 0; i < 2; ++i) {
+    const Json& s = g["snapshots"][i];
+    EXPECT_EQ(s["vm"], vms[i]);
+    EXPECT_EQ(s["group"]["id"], g["id"]);
+    EXPECT_EQ(s["group"]["vms"], Json(vms));
+    EXPECT_TRUE(s["agent"]["quiesced"].get<bool>()) << s.dump();
+    ids[i] = s["id"];
+    pauses[i] = s["pause_ms"].get<double>();
+    EXPECT_GT(pauses[i], 0.0);
+  }
+  // One window: g1 stops first and resumes only after g2 is captured, so the group's
+  // first-stop-to-last-resume is shorter than the two pauses added (taken one after the
+  // other, it would be longer).
+  EXPECT_LT(g["pause_ms"].get<double>(), pauses[0] + pauses[1]) << g.dump();
+  EXPECT_GE(g["pause_ms"].get<double>() + 0.01, std::max(pauses[0], pauses[1]));
+  CliRun insp = vmckpt({"inspect", "g2", ids[1]});
+  ASSERT_EQ(insp.code, 0) << insp.err;
+  EXPECT_EQ(insp.json()["group"]["name"], "job1");
+
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(waitForConsole(vms[i], cat("counter ", after[i] + 3), 60s));
+  for (int i = 0; i < 2; ++i) killRestoreAndCheck(vms[i], ids[i], before[i], after[i]);
+}
+
 TEST_F(SnapshotTest, ChainOfThreeRestoresInAnyOrderAndCostsOnlyWhatChanged) {
   useStore("btrfs");
   if (IsSkipped()) return;

@@ -18,7 +18,7 @@ bool plainName(const std::string& n) {
 constexpr std::string_view kKnownKeys[] = {
     "format",         "id",    "vm",    "tag",     "parent",         "created",         "store_mode", "vmckpt_version",
     "qemu",           "was_running", "spec", "files", "agent", "timings", "devstate_bytes", "exclusive_bytes",
-    "ram",
+    "ram",            "group",
 };
 
 bool knownKey(std::string_view k) {
@@ -50,8 +50,8 @@ Json Manifest::toJson() const {
     if (!f.sha256.empty()) fj["sha256"] = f.sha256;
     filesJ.push_back(fj);
   }
-  return {
-      {"format", {{"major", kFormatMajor}, {"minor", kFormatMinor}}},
+  Json j = {
+      {"format", {{"major", kFormatMajor}, {"minor", group ? kFormatMinor : 1}}},
       {"id", id},
       {"vm", vm},
       {"tag", tag.empty() ? Json(nullptr) : Json(tag)},
@@ -76,6 +76,8 @@ Json Manifest::toJson() const {
       {"devstate_bytes", devstateBytes},
       {"exclusive_bytes", exclusiveBytes},
   };
+  if (group) j["group"] = {{"name", group->name}, {"id", group->id}, {"vms", group->vms}};
+  return j;
 }
 
 Result<Manifest> Manifest::fromJson(const Json& j) {
@@ -134,6 +136,16 @@ Result<Manifest> Manifest::fromJson(const Json& j) {
       auto ram = parseSnapshotRam(r->get<std::string>());
       if (!ram) return fail(ram.error());
       m.ram = *ram;
+    }
+    if (auto g = j.find("group"); g != j.end()) {
+      if (!g->is_object()) return fail(Errc::corrupt, "manifest key 'group' is not an object");
+      SnapshotGroup sg;
+      sg.name = g->at("name").get<std::string>();
+      sg.id = g->at("id").get<std::string>();
+      for (const auto& v : g->at("vms")) sg.vms.push_back(v.get<std::string>());
+      if (!plainName(sg.id) || sg.vms.empty() || sg.vms.size() > 256)
+        return fail(Errc::corrupt, "manifest group is malformed (id not a plain name, or no or too many members)");
+      m.group = std::move(sg);
     }
     m.devstateBytes = j.value("devstate_bytes", std::uint64_t{0});
     m.exclusiveBytes = j.value("exclusive_bytes", std::uint64_t{0});

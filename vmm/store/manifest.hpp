@@ -48,9 +48,17 @@ struct Timings {
   double totalMs = 0;     // whole snapshot command
 };
 
+// The job a snapshot was taken with (snapshot --group): every member VM's manifest names
+// the same group snapshot.
+struct SnapshotGroup {
+  std::string name;              // the job
+  std::string id;                // the group snapshot
+  std::vector<std::string> vms;  // its members, in the order they were named
+};
+
 struct Manifest {
   static constexpr int kFormatMajor = 1;
-  static constexpr int kFormatMinor = 1;  // 1.1: ram
+  static constexpr int kFormatMinor = 2;  // 1.1: ram; 1.2: group (written as 1.1 without one)
 
   std::string id;
   std::string vm;
@@ -70,6 +78,7 @@ struct Manifest {
   std::uint64_t exclusiveBytes = 0;  // bytes not shared with the parent when taken
   bool quiesced = false;             // the guest agent quiesced its plugins before the capture
   Json agentPlugins = Json::array(); // which plugins took part and what they answered
+  std::optional<SnapshotGroup> group;
 
   Json toJson() const;
   // Tolerates unknown keys; refuses newer formats and names that are not plain file names.

@@ -57,3 +57,29 @@ TEST(Manifest, UnknownRamKindsAndNewerFormatsAreRefused) {
   ASSERT_FALSE(newer);
   EXPECT_NE(newer.error().message().find("newer than this vmckpt understands"), std::string::npos);
 }
+
+TEST(Manifest, GroupRoundTripsAndOnlyItNeedsFormatOneTwo) {
+  store::Manifest plain = liveManifest();
+  EXPECT_EQ(plain.toJson()["format"]["minor"], 1) << "a snapshot without a group stays readable by 1.1 readers";
+  EXPECT_FALSE(plain.toJson().contains("group"));
+
+  store::Manifest grouped = liveManifest();
+  grouped.group = store::SnapshotGroup{"job1", "20261122-000001-beef", {"vm1", "vm2"}};
+  Json j = grouped.toJson();
+  EXPECT_EQ(j["format"]["minor"], 2);
+  auto m = store::Manifest::fromJson(j);
+  ASSERT_TRUE(m) << m.error().message();
+  ASSERT_TRUE(m->group);
+  EXPECT_EQ(m->group->name, "job1");
+  EXPECT_EQ(m->group->id, "20261122-000001-beef");
+  EXPECT_EQ(m->group->vms, (std::vector<std::string>{"vm1", "vm2"}));
+
+  for (Json bad : {Json("job1"), Json({{"name", "job1"}, {"id", "../x"}, {"vms", {"vm1"}}}),
+                   Json({{"name", "job1"}, {"id", "g"}, {"vms", Json::array()}}), Json({{"name", "job1"}})}) {
+    Json k = j;
+    k["group"] = bad;
+    auto r = store::Manifest::fromJson(k);
+    ASSERT_FALSE(r) << bad.dump();
+    EXPECT_EQ(r.error().code(), Errc::corrupt) << bad.dump();
+  }
+}
