@@ -70,6 +70,19 @@ xmlNode* addMemoryBacking(xmlNode* root) {
   return backing;
 }
 
+// <memoryBacking>'s child <NAME KEY='VALUE'/>: added when missing, its KEY set when it differs.
+void requireChild(xmlNode* root, xmlNode* backing, const char* name, const char* key, const char* value,
+                  PrepareResult& out) {
+  if (xmlNode* child = firstChild(backing, name); !child) {
+    xml::appendChild(backing, newElement(root, name, key, value));
+    out.changes.push_back(cat("added <", name, " ", key, "='", value, "'/> to <memoryBacking>"));
+  } else if (std::string was = attr(child, key); was != value) {
+    xmlSetProp(child, BAD_CAST key, BAD_CAST value);
+    out.changes.push_back(cat("<memoryBacking>: <", name, was.empty() ? "" : cat(" ", key, "='"), printable(was),
+                              was.empty() ? "" : "'", "/> -> <", name, " ", key, "='", value, "'/>"));
+  }
+}
+
 void prepareMemoryBacking(xmlNode* root, PrepareResult& out) {
   xmlNode* backing = firstChild(root, "memoryBacking");
   if (backing && firstChild(backing, "hugepages")) {
@@ -79,22 +92,8 @@ void prepareMemoryBacking(xmlNode* root, PrepareResult& out) {
     return;
   }
   if (!backing) backing = addMemoryBacking(root);
-  if (xmlNode* source = firstChild(backing, "source"); !source) {
-    xml::appendChild(backing, newElement(root, "source", "type", "file"));
-    out.changes.push_back("added <source type='file'/> to <memoryBacking>");
-  } else if (std::string type = attr(source, "type"); type != "file") {
-    xmlSetProp(source, BAD_CAST "type", BAD_CAST "file");
-    out.changes.push_back(cat("<memoryBacking>: <source", type.empty() ? "" : " type='", printable(type),
-                              type.empty() ? "" : "'", "/> -> <source type='file'/>"));
-  }
-  if (xmlNode* access = firstChild(backing, "access"); !access) {
-    xml::appendChild(backing, newElement(root, "access", "mode", "shared"));
-    out.changes.push_back("added <access mode='shared'/> to <memoryBacking>");
-  } else if (std::string mode = attr(access, "mode"); mode != "shared") {
-    xmlSetProp(access, BAD_CAST "mode", BAD_CAST "shared");
-    out.changes.push_back(cat("<memoryBacking>: <access", mode.empty() ? "" : " mode='", printable(mode),
-                              mode.empty() ? "" : "'", "/> -> <access mode='shared'/>"));
-  }
+  requireChild(root, backing, "source", "type", "file", out);
+  requireChild(root, backing, "access", "mode", "shared", out);
 }
 
 // A new <devices> goes before what libvirt writes after it (security labels, namespaced
