@@ -25,7 +25,7 @@ void addCreate(CLI::App& app, Context& ctx) {
   sub->add_option("--disk", o->disks, "Disk image PATH[,format=raw|qcow2] (repeatable; copied into the store)");
   sub->add_option("--accel", o->accel, "auto (KVM where it really works, else TCG), kvm, tcg")->capture_default_str();
   sub->add_option("--net", o->net,
-                  "none | user | socket-udp,local=HOST:PORT,remote=HOST:PORT[,mac=MAC]")->capture_default_str();
+                  "none | user | socket-udp,local=HOST:PORT,remote=HOST:PORT[,mac=MAC] | socket-mcast,group=ADDR:PORT[,mac=MAC]")->capture_default_str();
   sub->add_option("--machine", o->machine, "QEMU machine type")->capture_default_str();
   sub->add_option("--cpu", o->cpu, "QEMU CPU model (default: max)");
   sub->add_option("--qemu-arg", o->extra, "Extra QEMU argument, appended verbatim (repeatable)")->allow_extra_args(false);

@@ -15,6 +15,7 @@ PKGS=(
   clang-14 libclang-rt-14-dev
   gnuplot-nox
   python3 khronos-api libegl-dev libgl-dev libopengl-dev libegl-mesa0 libgl1-mesa-dri
+  rdma-core ibverbs-providers libibverbs-dev ibverbs-utils
 )
 
 missing=()

@@ -58,6 +58,11 @@ std::vector<std::string> buildQemuCommand(const VmSpec& spec, const VmPaths& pat
       add({"-netdev", cat("socket,id=net0,udp=", spec.net.remote, ",localaddr=", spec.net.local), "-device",
            cat("virtio-net-pci,netdev=net0,mac=", mac)});
       break;
+    case NetMode::socketMcast:
+      // Loopback only: the group's packets never leave this host.
+      add({"-netdev", cat("socket,id=net0,mcast=", spec.net.group, ",localaddr=127.0.0.1"), "-device",
+           cat("virtio-net-pci,netdev=net0,mac=", mac)});
+      break;
   }
 
   // The console is a socket (for input) whose output QEMU also appends to serial.log,

@@ -90,6 +90,13 @@ TEST(QemuCommand, DisksNetAndExtras) {
   EXPECT_EQ(argv.back(), "virtio-rng-pci");
 }
 
+TEST(QemuCommand, MulticastLanStaysOnLoopback) {
+  VmSpec s = spec();
+  s.net = *parseNet("socket-mcast,group=239.1.2.3:4567");
+  auto argv = buildQemuCommand(s, VmPaths("/store/vms/vm1"), {"qemu", Accel::tcg, false});
+  EXPECT_EQ(valueOf(argv, "-netdev"), "socket,id=net0,mcast=239.1.2.3:4567,localaddr=127.0.0.1");
+}
+
 TEST(QemuCommand, RestoreWaitsStoppedForTheDeviceState) {
   auto argv = buildQemuCommand(spec(), VmPaths("/store/vms/vm1"), {"qemu", Accel::tcg, true, true});
   EXPECT_EQ(valueOf(argv, "-incoming"), "defer");

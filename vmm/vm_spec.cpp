@@ -1,6 +1,7 @@
 #include "vmm/vm_spec.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "common/strings.hpp"
 
@@ -89,12 +90,14 @@ Result<NetSpec> parseNet(std::string_view s) {
   if (mode == "none") n.mode = NetMode::none;
   else if (mode == "user") n.mode = NetMode::user;
   else if (mode == "socket-udp") n.mode = NetMode::socketUdp;
-  else return fail(Errc::invalidArgument, cat("network '", mode, "' is not one of none, user, socket-udp"));
+  else if (mode == "socket-mcast") n.mode = NetMode::socketMcast;
+  else return fail(Errc::invalidArgument, cat("network '", mode, "' is not one of none, user, socket-udp, socket-mcast"));
   for (size_t i = 1; i < parts.size(); ++i) {
     auto eq = parts[i].find('=');
     std::string key = parts[i].substr(0, eq), val = eq == std::string::npos ? "" : parts[i].substr(eq + 1);
     if (key == "local" && n.mode == NetMode::socketUdp) n.local = val;
     else if (key == "remote" && n.mode == NetMode::socketUdp) n.remote = val;
+    else if (key == "group" && n.mode == NetMode::socketMcast) n.group = val;
     else if (key == "mac" && n.mode != NetMode::none) n.mac = val;
     else return fail(Errc::invalidArgument, cat("network option '", parts[i], "' is not valid for ", mode));
   }
@@ -106,6 +109,7 @@ std::string describeNet(const NetSpec& n) {
     case NetMode::none: return "none";
     case NetMode::user: return "user";
     case NetMode::socketUdp: return cat("socket-udp ", n.local, " -> ", n.remote);
+    case NetMode::socketMcast: return cat("socket-mcast ", n.group);
   }
   return "?";
 }
@@ -150,6 +154,12 @@ Status VmSpec::validate() const {
     VMCKPT_TRY(validateHostPort("socket-udp local", net.local));
     VMCKPT_TRY(validateHostPort("socket-udp remote", net.remote));
   }
+  if (net.mode == NetMode::socketMcast) {
+    VMCKPT_TRY(validateHostPort("socket-mcast group", net.group));
+    const int first = std::atoi(net.group.c_str());
+    if (first < 224 || first > 239 || net.group.find('.') == std::string::npos)
+      return fail(Errc::invalidArgument, cat("socket-mcast group '", net.group, "' is not an IPv4 multicast address (224-239.x.x.x:PORT)"));
+  }
   for (const auto& a : extraArgs)
     if (a == "-daemonize" || a == "-pidfile" || a == "-qmp" || a == "-incoming")
       return fail(Errc::invalidArgument, cat("extra QEMU argument '", a, "' is managed by vmckpt and cannot be overridden"));
@@ -160,11 +170,13 @@ Json VmSpec::toJson() const {
   Json disksJ = Json::array();
   for (const auto& d : disks)
     disksJ.push_back({{"file", d.file}, {"format", diskFormatName(d.format)}, {"source", d.source}});
-  Json netJ = {{"mode", net.mode == NetMode::none ? "none" : net.mode == NetMode::user ? "user" : "socket-udp"}};
+  const char* netModes[] = {"none", "user", "socket-udp", "socket-mcast"};
+  Json netJ = {{"mode", netModes[static_cast<int>(net.mode)]}};
   if (net.mode == NetMode::socketUdp) {
     netJ["local"] = net.local;
     netJ["remote"] = net.remote;
   }
+  if (net.mode == NetMode::socketMcast) netJ["group"] = net.group;
   if (!net.mac.empty()) netJ["mac"] = net.mac;
   return {
       {"format", {{"major", kFormatMajor}, {"minor", kFormatMinor}}},
@@ -224,9 +236,11 @@ Result<VmSpec> VmSpec::fromJson(const Json& j) {
       if (mode == "none") s.net.mode = NetMode::none;
       else if (mode == "user") s.net.mode = NetMode::user;
       else if (mode == "socket-udp") s.net.mode = NetMode::socketUdp;
+      else if (mode == "socket-mcast") s.net.mode = NetMode::socketMcast;
       else return fail(Errc::corrupt, cat("unknown network mode '", mode, "'"));
       s.net.local = n->value("local", std::string());
       s.net.remote = n->value("remote", std::string());
+      s.net.group = n->value("group", std::string());
       s.net.mac = n->value("mac", std::string());
     }
     s.agent = j.value("agent", true);

@@ -28,12 +28,13 @@ struct DiskSpec {
   std::string source;  // where it was imported from (informational)
 };
 
-enum class NetMode { none, user, socketUdp };
+enum class NetMode { none, user, socketUdp, socketMcast };
 
 struct NetSpec {
   NetMode mode = NetMode::none;
   std::string local;   // socket-udp: "127.0.0.1:PORT" we bind
   std::string remote;  // socket-udp: "127.0.0.1:PORT" we send to
+  std::string group;   // socket-mcast: "239.x.y.z:PORT", a LAN shared by every VM on it
   std::string mac;     // "52:54:00:xx:xx:xx"; derived from the name when empty
 };
 // Where guest RAM lives. file: a shared file in the store (the fast path maps and clones
@@ -50,7 +51,8 @@ using DeviceMap = std::map<std::string, std::string>;
 // One "--map KEY=VALUE" argument, added to (or replacing the key in) `into`.
 Status parseDeviceMapArg(std::string_view arg, DeviceMap& into);
 
-// "none", "user", "socket-udp,local=HOST:PORT,remote=HOST:PORT[,mac=M]".
+// "none", "user", "socket-udp,local=HOST:PORT,remote=HOST:PORT[,mac=M]",
+// "socket-mcast,group=ADDR:PORT[,mac=M]".
 Result<NetSpec> parseNet(std::string_view s);
 std::string describeNet(const NetSpec& n);
 

@@ -87,6 +87,16 @@ TEST(VmSpec, NetParsing) {
   VmSpec s = sample();
   s.net = *parseNet("socket-udp,local=127.0.0.1:0,remote=127.0.0.1:5001");
   EXPECT_FALSE(s.validate());
+  // A multicast LAN (several guests on one segment): the group must be multicast.
+  s.net = *parseNet("socket-mcast,group=239.1.2.3:4567");
+  EXPECT_TRUE(s.validate());
+  auto back = VmSpec::fromJson(s.toJson());
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->net.mode, NetMode::socketMcast);
+  EXPECT_EQ(back->net.group, "239.1.2.3:4567");
+  s.net = *parseNet("socket-mcast,group=10.0.0.1:4567");
+  EXPECT_FALSE(s.validate());
+  EXPECT_FALSE(parseNet("socket-mcast,remote=239.1.2.3:4567"));
 }
 
 TEST(VmSpec, MacIsStableAndLocal) {

@@ -91,41 +91,12 @@ if [ -e "$drirc" ]; then
     cp -L "$drirc" "$ov/usr/share/drirc.d/"
 fi
 
-# Every library the seeds load (ldd lists the whole closure), resolved the way the guest
-# will: our stripped libvmckpt.so.1 first, the host's for everything else.
-n_libs=0
-for seed in "$ov/bin/vmckpt-gl-scene" "$ov$guest_libdir/libvmckpt-gl.so" "$ov$guest_libdir/libvmckpt.so.1" \
-    "$ov$guest_libdir/libEGL_mesa.so.0" "$ov$guest_libdir/dri/swrast_dri.so"; do
-    listing=$(LD_LIBRARY_PATH=$ov$guest_libdir ldd "$seed" 2>&1) || die "ldd $seed failed: $listing"
-    while read -r line; do
-        case $line in
-            *"=> not found"*) unavailable "${seed##*/} needs ${line%% *}, which the host does not have" ;;
-            linux-vdso* | linux-gate* | '') continue ;;
-            *"=> "*)
-                name=${line%% *}
-                path=${line#*=> }
-                path=${path%% (*}
-                ;;
-            /*)
-                # The dynamic loader, by its PT_INTERP path.
-                name=
-                path=${line%% (*}
-                ;;
-            *) die "ldd $seed: unexpected line '$line'" ;;
-        esac
-        if [ -z "$name" ]; then
-            dest=$ov$path
-        else
-            dest=$ov$guest_libdir/$name
-        fi
-        [ -e "$dest" ] && continue
-        [ -e "$path" ] || die "ldd $seed names $path, which does not exist"
-        mkdir -p "${dest%/*}"
-        cp -L "$path" "$dest"
-        chmod 0755 "$dest"
-        n_libs=$((n_libs + 1))
-    done <<< "$listing"
-done
+# Every library the seeds load, resolved the way the guest will: our stripped
+# libvmckpt.so.1 first, the host's for everything else.
+# shellcheck source=../host-libs.sh
+. "$here/../host-libs.sh"
+copy_closure "$ov" "$guest_libdir" "$ov/bin/vmckpt-gl-scene" "$ov$guest_libdir/libvmckpt-gl.so" \
+    "$ov$guest_libdir/libvmckpt.so.1" "$ov$guest_libdir/libEGL_mesa.so.0" "$ov$guest_libdir/dri/swrast_dri.so"
 [ -e "$ov/lib64/ld-linux-x86-64.so.2" ] || [ "$multiarch" != x86_64-linux-gnu ] ||
     die "ldd named no dynamic loader for vmckpt-gl-scene"
 chmod 0755 "$ov/bin/"* "$ov$guest_libdir/"*.so* "$ov$guest_libdir/dri/"*

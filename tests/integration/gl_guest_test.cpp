@@ -25,25 +25,15 @@ using namespace std::chrono_literals;
 using namespace vmckpt;
 using vmckpt::test::CliRun;
 using vmckpt::test::Json;
+using vmckpt::test::beforeRestore;
+using vmckpt::test::sinceRestore;
+using vmckpt::test::tagged;
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
 std::string glGuestDir() { return VMCKPT_TEST_GUEST_GL_DIR; }
-
-// The console lines that start with "<tag>: ", without the tag and without '\r'.
-std::vector<std::string> tagged(const std::string& text, const std::string& tag) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  std::string line;
-  const std::string prefix = tag + ": ";
-  while (std::getline(in, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (startsWith(line, prefix)) out.push_back(line.substr(prefix.size()));
-  }
-  return out;
-}
 
 // "frame=<n> crc=<8 hex>" lines of one tag, by frame number.
 std::map<std::uint64_t, std::string> frameCrcs(const std::string& text, const std::string& tag) {
@@ -57,17 +47,6 @@ std::map<std::uint64_t, std::string> frameCrcs(const std::string& text, const st
 }
 
 std::uint64_t highestFrame(const std::map<std::uint64_t, std::string>& f) { return f.empty() ? 0 : f.rbegin()->first; }
-
-// The console after the last "[vmckpt: restored from snapshot ...]" line (empty if none).
-std::string sinceRestore(const std::string& log) {
-  auto pos = log.rfind("[vmckpt: restored from snapshot");
-  return pos == std::string::npos ? std::string() : log.substr(pos);
-}
-
-std::string beforeRestore(const std::string& log) {
-  auto pos = log.rfind("[vmckpt: restored from snapshot");
-  return pos == std::string::npos ? log : log.substr(0, pos);
-}
 
 // The first "gl-loop: exit S" / "gl-ref: exit S" status (-1 if none yet).
 int exitStatus(const std::string& text, const std::string& tag) {

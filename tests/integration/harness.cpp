@@ -163,4 +163,26 @@ void expectOneLineError(const CliRun& r, const std::string& mustContain) {
   EXPECT_NE(r.err.find(mustContain), std::string::npos) << "missing '" << mustContain << "' in: " << r.err;
 }
 
+std::vector<std::string> tagged(const std::string& text, const std::string& tag) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  std::string line;
+  const std::string prefix = tag + ": ";
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (startsWith(line, prefix)) out.push_back(line.substr(prefix.size()));
+  }
+  return out;
+}
+
+std::string sinceRestore(const std::string& log) {
+  auto pos = log.rfind("[vmckpt: restored from snapshot");
+  return pos == std::string::npos ? std::string() : log.substr(pos);
+}
+
+std::string beforeRestore(const std::string& log) {
+  auto pos = log.rfind("[vmckpt: restored from snapshot");
+  return pos == std::string::npos ? log : log.substr(0, pos);
+}
+
 }  // namespace vmckpt::test

@@ -65,4 +65,11 @@ class VmckptTest : public ::testing::Test {
 // Asserts that a failed command printed exactly one line on stderr.
 void expectOneLineError(const CliRun& r, const std::string& mustContain);
 
+// The console lines of `text` that start with "<tag>: ", without the tag and '\r'.
+std::vector<std::string> tagged(const std::string& text, const std::string& tag);
+// The console after the last "[vmckpt: restored from snapshot ...]" line (empty if none),
+// and before it (all of it if none).
+std::string sinceRestore(const std::string& log);
+std::string beforeRestore(const std::string& log);
+
 }  // namespace vmckpt::test

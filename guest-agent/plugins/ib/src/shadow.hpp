@@ -1,0 +1,134 @@
+// The shadow objects: what the application holds instead of libibverbs' own. Each one
+// starts with the public ibv_* struct (so the application's field reads work: qp_num,
+// lkey, rkey, context, ...) and keeps the real object it stands for, plus what a rebuild
+// needs. The shadow context is a whole verbs_context whose ops point into the
+// interposer, so the inline verbs (ibv_post_send, ibv_poll_cq, ibv_query_port, the
+// extended API's lookups) dispatch to us; every op we do not implement is null, which
+// makes libibverbs' inline helpers return EOPNOTSUPP/ENOSYS instead of handing a shadow
+// to the provider.
+//
+// The ids the application sees are virtual: at creation they equal the device's, and
+// they stay the application's values for the object's life (ids.hpp translates).
+#pragma once
+
+#include <infiniband/verbs.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+namespace vmckpt::ib {
+
+// Tags that tell a shadow from anything else handed to a wrapper.
+enum class Kind : uint32_t {
+  context = 0x76634358,  // "XCcv"
+  pd,
+  mr,
+  channel,
+  cq,
+  srq,
+  qp,
+  ah,
+};
+
+struct ShadowContext {
+  verbs_context vctx;  // the application holds &vctx.context
+  Kind kind = Kind::context;
+  ibv_context* real = nullptr;
+  std::atomic<uint64_t> posts{0};  // work requests posted through our ops (statistics)
+  std::atomic<uint64_t> polls{0};  // completions returned through our poll_cq
+};
+
+struct ShadowPd {
+  ibv_pd pub;
+  Kind kind = Kind::pd;
+  ibv_pd* real = nullptr;
+  ShadowContext* ctx = nullptr;
+};
+
+struct ShadowMr {
+  ibv_mr pub;  // lkey/rkey: virtual
+  Kind kind = Kind::mr;
+  ibv_mr* real = nullptr;
+  ShadowPd* pd = nullptr;
+  uint64_t iova = 0;
+  unsigned int access = 0;
+};
+
+struct ShadowChannel {
+  ibv_comp_channel pub;  // fd: the real channel's number, kept valid across a rebuild
+  Kind kind = Kind::channel;
+  ibv_comp_channel* real = nullptr;
+  ShadowContext* ctx = nullptr;
+};
+
+struct ShadowCq {
+  ibv_cq pub;
+  Kind kind = Kind::cq;
+  ibv_cq* real = nullptr;
+  ShadowContext* ctx = nullptr;
+  ShadowChannel* channel = nullptr;
+  int comp_vector = 0;
+  // Completions taken off the device while draining, returned by poll_cq before the
+  // device's own (see datapath.cpp).
+  std::mutex backlog_mutex;
+  std::vector<ibv_wc> backlog;
+  std::atomic<bool> has_backlog{false};
+};
+
+struct ShadowSrq {
+  ibv_srq pub;
+  Kind kind = Kind::srq;
+  ibv_srq* real = nullptr;
+  ShadowPd* pd = nullptr;
+  ibv_srq_init_attr init{};
+};
+
+struct ShadowQp {
+  ibv_qp pub;  // qp_num: virtual
+  Kind kind = Kind::qp;
+  ibv_qp* real = nullptr;
+  ShadowPd* pd = nullptr;
+  ShadowCq* send_cq = nullptr;
+  ShadowCq* recv_cq = nullptr;
+  ShadowSrq* srq = nullptr;
+  ibv_qp_init_attr init{};  // as created (cap as the device granted it)
+};
+
+struct ShadowAh {
+  ibv_ah pub;
+  Kind kind = Kind::ah;
+  ibv_ah* real = nullptr;
+  ShadowPd* pd = nullptr;
+  ibv_ah_attr attr{};  // as the application gave it (virtual dlid/dgid)
+};
+
+// Shadow <-> public pointer conversions. from*() returns null for a pointer that is not
+// one of our shadows (the caller fails with EINVAL).
+template <typename Shadow, typename Pub>
+Shadow* shadowOf(Pub* pub, Kind kind) {
+  if (pub == nullptr) return nullptr;
+  auto* s = reinterpret_cast<Shadow*>(pub);  // pub is the first member
+  return s->kind == kind ? s : nullptr;
+}
+
+inline ShadowContext* fromContext(ibv_context* c) {
+  if (c == nullptr) return nullptr;
+  auto* s = reinterpret_cast<ShadowContext*>(reinterpret_cast<char*>(c) - offsetof(ShadowContext, vctx.context));
+  return s->kind == Kind::context ? s : nullptr;
+}
+inline ShadowPd* fromPd(ibv_pd* p) { return shadowOf<ShadowPd>(p, Kind::pd); }
+inline ShadowMr* fromMr(ibv_mr* p) { return shadowOf<ShadowMr>(p, Kind::mr); }
+inline ShadowChannel* fromChannel(ibv_comp_channel* p) { return shadowOf<ShadowChannel>(p, Kind::channel); }
+inline ShadowCq* fromCq(ibv_cq* p) { return shadowOf<ShadowCq>(p, Kind::cq); }
+inline ShadowSrq* fromSrq(ibv_srq* p) { return shadowOf<ShadowSrq>(p, Kind::srq); }
+inline ShadowQp* fromQp(ibv_qp* p) { return shadowOf<ShadowQp>(p, Kind::qp); }
+inline ShadowAh* fromAh(ibv_ah* p) { return shadowOf<ShadowAh>(p, Kind::ah); }
+
+// Fills a new shadow context around `real`: a copy of the real verbs_context's public
+// fields with every op replaced (datapath.cpp).
+void initShadowContext(ShadowContext& s, ibv_context* real);
+
+}  // namespace vmckpt::ib

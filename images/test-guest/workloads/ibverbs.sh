@@ -1,0 +1,52 @@
+#!/bin/sh
+# Verbs over soft-RoCE (needs the InfiniBand test guest, images/test-guest-ib): creates
+# the rxe links of vmckpt.rxe=NAME@NETDEV[,NAME@NETDEV...] (default rxe0@eth0), then runs
+# a verbs program with the arguments of vmckpt.ib=ARGS (commas for spaces):
+# vmckpt-ib-workload by default, vmckpt-ib-perf with vmckpt.ibtool=perf. With
+# vmckpt.ibpreload=1 it runs under the interposer (LD_PRELOAD=libvmckpt-ib.so), which
+# registers with the agent as the plugin "ib". Prints "ibverbs: link NAME on NETDEV" for
+# each link, then the program's own output, then "ibverbs: exit STATUS".
+lib=/usr/lib/x86_64-linux-gnu/libvmckpt-ib.so
+if [ ! -x /bin/rdma ] || [ ! -e "$lib" ]; then
+    echo "ibverbs: rdma-core or libvmckpt-ib.so is not in this image (the InfiniBand test guest has them)"
+    exit 1
+fi
+links=rxe0@eth0
+args=
+tool=workload
+preload=0
+read -r cmdline < /proc/cmdline
+set -f
+for arg in $cmdline; do
+    case $arg in
+        vmckpt.rxe=*) links=${arg#vmckpt.rxe=} ;;
+        vmckpt.ib=*) args=${arg#vmckpt.ib=} ;;
+        vmckpt.ibtool=*) tool=${arg#vmckpt.ibtool=} ;;
+        vmckpt.ibpreload=*) preload=${arg#vmckpt.ibpreload=} ;;
+    esac
+done
+IFS=,
+for link in $links; do
+    name=${link%@*}
+    dev=${link#*@}
+    if out=$(rdma link add "$name" type rxe netdev "$dev" 2>&1); then
+        echo "ibverbs: link $name on $dev"
+    else
+        echo "ibverbs: rdma link add $name on $dev failed: $out"
+        exit 1
+    fi
+done
+# shellcheck disable=SC2086 # split on the commas on purpose
+set -- $args
+unset IFS
+set +f
+case $tool in
+    workload | perf) program=/bin/vmckpt-ib-$tool ;;
+    *) echo "ibverbs: unknown tool '$tool'"; exit 1 ;;
+esac
+if [ "$preload" = 1 ]; then
+    LD_PRELOAD=$lib "$program" "$@"
+else
+    "$program" "$@"
+fi
+echo "ibverbs: exit $?"

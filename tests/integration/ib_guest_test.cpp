@@ -1,0 +1,216 @@
+// InfiniBand verbs over soft-RoCE between TCG guests, across a group snapshot, a crash of
+// every guest and a restore. The InfiniBand test guest (images/test-guest-ib) runs the
+// workload ibverbs: rdma_rxe on eth0, then vmckpt-ib-workload under libvmckpt-ib.so
+// (RC SEND/RECV, RDMA WRITE with immediate, RDMA READ, UD SEND through address handles,
+// every byte checked). The guests share one Ethernet segment (QEMU's multicast socket
+// netdev on loopback). Mid-traffic, `vmckpt snapshot --group` quiesces both (the
+// interposer gates posts and drains every send queue), stops both, captures both and
+// resumes both; both QEMUs are then killed and both guests restored from their member
+// snapshots: the workload must run to the end with every byte correct.
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <regex>
+#include <thread>
+
+#include "common/fs.hpp"
+#include "common/strings.hpp"
+#include "harness.hpp"
+
+using namespace std::chrono_literals;
+using namespace vmckpt;
+using vmckpt::test::CliRun;
+using vmckpt::test::Json;
+using vmckpt::test::sinceRestore;
+using vmckpt::test::tagged;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string ibGuestDir() { return VMCKPT_TEST_GUEST_IB_DIR; }
+
+// Highest "conn C iter K" the workload printed (0 if none).
+int lastIter(const std::string& console) {
+  static const std::regex re("^conn [0-9]+ iter ([0-9]+)$");
+  int last = 0;
+  for (const auto& l : tagged(console, "ibtest")) {
+    std::smatch m;
+    if (std::regex_match(l, m, re)) last = std::max(last, std::stoi(m[1].str()));
+  }
+  return last;
+}
+
+bool passed(const std::string& console) {
+  for (const auto& l : tagged(console, "ibtest"))
+    if (l == "PASS") return true;
+  return false;
+}
+
+std::string failure(const std::string& console) {
+  for (const auto& l : tagged(console, "ibtest"))
+    if (startsWith(l, "FAIL")) return l;
+  for (const auto& l : tagged(console, "ibverbs"))
+    if (startsWith(l, "exit ") && l != "exit 0") return l;
+  return "";
+}
+
+}  // namespace
+
+class IbGuestTest : public vmckpt::test::VmckptTest {
+ protected:
+  template <typename Pred>
+  bool waitFor(const std::string& name, Pred pred, std::chrono::seconds timeout) {
+    auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      std::string c = console(name);
+      if (pred(c)) return true;
+      if (!failure(c).empty()) return false;
+      std::this_thread::sleep_for(250ms);
+    }
+    return pred(console(name));
+  }
+
+  void note(const std::string& what) {
+    double s = std::chrono::duration<double>(Clock::now() - t0_).count();
+    std::printf("[ib-guest %6.1f s] %s\n", s, what.c_str());
+    std::fflush(stdout);
+  }
+
+  // A guest of the job on the shared segment, 10.77.0.<host>/24, running the workload
+  // under the interposer with `ibArgs` (commas for spaces).
+  void createIbGuest(const std::string& name, const std::string& group, int host, const std::string& ibArgs) {
+    const std::string dir = ibGuestDir();
+    CliRun c = vmckpt({"create", name, "--memory", "512M", "--kernel", dir + "/kernel", "--initrd", dir + "/initrd",
+                       "--accel", "tcg", "--net", "socket-mcast,group=" + group,
+                       "--append",
+                       cat("console=ttyS0 quiet no_timer_check vmckpt.workload=ibverbs vmckpt.ibpreload=1 vmckpt.ip=10.77.0.",
+                           host, "/24 vmckpt.ib=", ibArgs)});
+    ASSERT_EQ(c.code, 0) << c.err;
+  }
+
+  Clock::time_point t0_ = Clock::now();
+};
+
+// The console since the last restore (all of it before the first).
+std::string current(const std::string& log) {
+  std::string since = sinceRestore(log);
+  return since.empty() ? log : since;
+}
+
+struct JobShape {
+  int guests;
+  int cycles;  // group snapshot, kill all, restore all: this many times, at random moments
+};
+
+class IbJobTest : public IbGuestTest, public ::testing::WithParamInterface<JobShape> {};
+
+TEST_P(IbJobTest, WorkloadCompletesAcrossGroupSnapshotsKillsAndRestores) {
+  const std::string dir = ibGuestDir();
+  if (auto why = fs::readFile(dir + "/UNAVAILABLE", 4096))
+    GTEST_SKIP() << "the InfiniBand test guest could not be built on this host: " << *why;
+  ASSERT_TRUE(fs::exists(dir + "/kernel") && fs::exists(dir + "/initrd"))
+      << "InfiniBand test guest not built in " << dir << " (make test-guest-ib-image)";
+  const int n = GetParam().guests, cycles = GetParam().cycles;
+
+  // A multicast group of our own: tests may run beside other jobs.
+  std::mt19937 rng(std::random_device{}());
+  const std::string group = cat("239.255.", rng() % 250 + 1, ".", rng() % 250 + 1, ":", 20000 + rng() % 20000);
+  // Each guest serves the one before it and connects to the one after it (with two
+  // guests: one connection each way); every connection runs every operation.
+  const int iters = 200 + 60 * cycles;
+  std::vector<std::string> vms;
+  for (int i = 1; i <= n; ++i) {
+    const std::string peer = cat("10.77.0.", i % n + 1, ":7000");
+    std::string args = n == 2 ? (i == 1 ? std::string("--listen,7000") : "--connect," + peer)
+                              : "--listen,7000,--connect," + peer;
+    createIbGuest(cat("ib", i), group, i, args + cat(",--iters,", iters, ",--report,5,--interval-ms,20"));
+    vms.push_back(cat("ib", i));
+  }
+  for (const auto& vm : vms) ASSERT_EQ(vmckpt({"start", vm}).code, 0);
+  for (const auto& vm : vms) ASSERT_TRUE(waitForConsole(vm, "vmckpt-test-guest: ready", 180s)) << console(vm);
+  note(cat(n, " guests ready"));
+
+  int last = 0;  // the lowest iteration all guests had reached at the previous snapshot
+  for (int cycle = 1; cycle <= cycles; ++cycle) {
+    // A random moment mid-traffic: 5-30 iterations after the previous snapshot.
+    const int target = last + 5 + static_cast<int>(rng() % 26);
+    for (const auto& vm : vms)
+      ASSERT_TRUE(waitFor(vm, [&](const std::string& c) { return lastIter(current(c)) >= target; }, 300s))
+          << vm << " (cycle " << cycle << "): " << current(console(vm));
+    // The workloads registered with their agents as the plugin "ib".
+    if (cycle == 1) {
+      for (const auto& vm : vms) {
+        CliRun info = vmckpt({"agent", vm, "info", "--json", "--timeout", "10000"});
+        ASSERT_EQ(info.code, 0) << info.err;
+        Json j = info.json();
+        bool registered = false;
+        for (const auto& p : j["result"]["processes"]) registered |= p.value("plugin", "") == "ib";
+        ASSERT_TRUE(registered) << vm << ": the interposer did not register with the agent: " << info.out;
+      }
+    }
+
+    std::vector<std::string> args = {"snapshot"};
+    args.insert(args.end(), vms.begin(), vms.end());
+    args.insert(args.end(), {"--group", "job", "--agent", "required", "--json"});
+    CliRun snap = vmckpt(args);
+    ASSERT_EQ(snap.code, 0) << snap.err << current(console(vms[0]));
+    Json g = snap.json();
+    ASSERT_EQ(g["snapshots"].size(), vms.size()) << snap.out;
+    std::map<std::string, std::string> ids;
+    for (const auto& m : g["snapshots"]) {
+      std::string ibResult;
+      for (const auto& p : m["agent"]["plugins"])
+        if (p.value("name", "") == "ib") ibResult = p.value("result", "");
+      EXPECT_EQ(ibResult, "done") << "the ib plugin did not drain: " << m["agent"].dump();
+      ids[m["vm"].get<std::string>()] = m["id"].get<std::string>();
+    }
+    int low = iters, high = 0;
+    for (const auto& vm : vms) {
+      const std::string c = current(console(vm));
+      bool drained = false;
+      for (const auto& l : tagged(c, "vmckpt-ib")) drained |= startsWith(l, "drained in ");
+      EXPECT_TRUE(drained) << vm << ": no 'vmckpt-ib: drained in' line: " << c;
+      low = std::min(low, lastIter(c));
+      high = std::max(high, lastIter(c));
+    }
+    ASSERT_LT(high, iters) << "the workload finished before snapshot " << cycle;
+    note(cat("cycle ", cycle, ": group snapshot at iterations ", low, "-", high, ", pause ", g["pause_ms"].dump(),
+             " ms"));
+    last = low;
+
+    // The originals go on for a moment, then every QEMU is killed behind vmckpt's back.
+    for (const auto& vm : vms)
+      ASSERT_TRUE(waitFor(vm, [&](const std::string& c) { return lastIter(current(c)) >= high + 3; }, 120s))
+          << vm << ": " << current(console(vm));
+    for (int pid : qemuPids()) ASSERT_EQ(::kill(pid, SIGKILL), 0);
+    for (int i = 0; i < 100 && !qemuPids().empty(); ++i) std::this_thread::sleep_for(50ms);
+    ASSERT_TRUE(qemuPids().empty());
+    for (const auto& vm : vms) {
+      CliRun rest = vmckpt({"restore", vm, ids[vm], "--json"});
+      ASSERT_EQ(rest.code, 0) << rest.err;
+    }
+  }
+
+  for (const auto& vm : vms) {
+    ASSERT_TRUE(waitFor(vm, [](const std::string& c) { return passed(current(c)); }, 300s))
+        << vm << " did not finish after the last restore: " << failure(current(console(vm))) << "\n"
+        << current(console(vm));
+    const std::string after = current(console(vm));
+    EXPECT_EQ(failure(after), "") << after;
+    // The same process went on: it did not start over.
+    int starts = 0;
+    for (const auto& l : tagged(after, "ibtest")) starts += startsWith(l, "device ");
+    EXPECT_EQ(starts, 0) << after;
+    for (const auto& l : tagged(after, "ibtest"))
+      if (startsWith(l, "conn ") && l.find(" done ") != std::string::npos) note(cat(vm, ": ", l));
+  }
+  note(cat("workload passed on all ", n, " guests after ", cycles, " snapshot/kill/restore cycles"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Jobs, IbJobTest, ::testing::Values(JobShape{2, 10}, JobShape{4, 3}),
+                         [](const ::testing::TestParamInfo<JobShape>& p) {
+                           return cat(p.param.guests, "Guests", p.param.cycles, "Cycles");
+                         });
