@@ -1,4 +1,5 @@
 // vmckpt restore NAME SNAP [--as NEW] [--paused] [--map KEY=VALUE]...
+// vmckpt restore NAME... --group JOB|ID [--paused] [--map KEY=VALUE]...: a group snapshot
 // vmckpt restore --connect URI DOMAIN [SNAP] [--paused] [--force]: a libvirt-managed domain
 #include <memory>
 
@@ -10,14 +11,20 @@ namespace vmckpt::cli {
 
 void addRestore(CLI::App& app, Context& ctx) {
   struct Opts {
-    std::string name, snap, as, connect;
+    std::vector<std::string> args;  // NAME [SNAP], or with --group the member VMs
+    std::string name, snap, as, connect, group;
     bool paused = false, force = false;
     std::vector<std::string> maps;
   };
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("restore", "Bring a VM back from a snapshot (in place when stopped, or --as a new VM)");
-  sub->add_option("name", o->name, "VM name (with --connect: libvirt domain name)")->required();
-  sub->add_option("snapshot", o->snap, "Snapshot id, unique id prefix, or tag (with --connect: default the newest)");
+  sub->add_option("name snapshot", o->args,
+                  "VM name (with --connect: libvirt domain name), then the snapshot id, unique id prefix, or tag (with "
+                  "--connect: default the newest); with --group: the member VMs")
+      ->required();
+  sub->add_option("--group", o->group,
+                  "Restore the VMs named together from their snapshots of this group snapshot (its id, or the group's "
+                  "name for its newest): all loaded paused, then all continued, then each agent told 'restored'");
   sub->add_option("--connect,-c", o->connect,
                   "A libvirt URI (e.g. qemu:///system): revert the libvirt domain NAME to a vmckpt snapshot (the "
                   "domain must be shut off; it is defined again if it was undefined)");
@@ -31,6 +38,32 @@ void addRestore(CLI::App& app, Context& ctx) {
     ctx.action = [&ctx, o]() -> Status {
       auto mgr = ctx.manager();
       if (!mgr) return fail(mgr.error());
+      if (!o->group.empty()) {
+        if (!o->connect.empty() || !o->as.empty())
+          return fail(Errc::invalidArgument, "--connect and --as do not apply with --group");
+        vmm::RestoreOptions opts{"", o->paused, {}};
+        for (const auto& m : o->maps) VMCKPT_TRY(vmm::parseDeviceMapArg(m, opts.deviceMap));
+        auto r = mgr->restoreGroup(o->args, o->group, opts);
+        if (!r) return fail(r.error());
+        Json members = Json::array();
+        for (const auto& m : r->members)
+          members.push_back({{"vm", m.vm},
+                             {"snapshot", m.snapshot},
+                             {"restore_ms", m.restoreMs},
+                             {"agent_ms", m.agentMs},
+                             {"agent_note", m.agentNote.empty() ? Json(nullptr) : Json(m.agentNote)}});
+        Json j = {{"group", r->group},   {"id", r->id},       {"paused", o->paused}, {"members", members},
+                  {"resume_spread_ms", r->resumeSpreadMs}, {"total_ms", r->totalMs}};
+        char ms[32];
+        std::snprintf(ms, sizeof ms, "%.0f", r->totalMs);
+        ctx.emit(j, cat("restored group ", r->group, " (", r->id, "): ", r->members.size(), " VMs in ", ms, " ms (",
+                        o->paused ? "paused" : "running", ")"));
+        return {};
+      }
+      if (o->args.size() > 2)
+        return fail(Errc::invalidArgument, "restore: give one VM and one snapshot (several VMs need --group)");
+      o->name = o->args[0];
+      if (o->args.size() == 2) o->snap = o->args[1];
       if (!o->connect.empty()) {
         if (!o->as.empty() || !o->maps.empty())
           return fail(Errc::invalidArgument, "--as and --map do not apply with --connect (the device map of a libvirt "

@@ -249,7 +249,7 @@ Result<VmStatus> VmManager::start(const std::string& name) {
   return statusLocked(name, spec);
 }
 
-Result<Transition> VmManager::transition(const std::string& name, bool toPaused) {
+Result<Transition> VmManager::transition(const std::string& name, bool toPaused, bool sendRestored) {
   auto held = lockVm(name);
   if (!held) return fail(held.error());
   const VmSpec& spec = held->spec;
@@ -276,7 +276,7 @@ Result<Transition> VmManager::transition(const std::string& name, bool toPaused)
   t.event = ev->name;
   t.elapsedMs = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   client = std::unexpected(Error(Errc::internal, "closed"));  // free the QMP socket for status
-  if (!toPaused) {
+  if (!toPaused && sendRestored) {
     VmRecord rec = loadRecord(p);
     if (rec.pendingRestored) {  // the first run after a `restore --paused`
       auto r = agent::notifyRestored(p.agentSocket, Json(held->spec.deviceMap), 10s);

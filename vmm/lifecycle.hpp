@@ -175,6 +175,21 @@ struct RecoveryReport {
   Json toJson() const;
 };
 
+// The members of one group snapshot restored together (restoreGroup).
+struct GroupRestoreResult {
+  std::string group;  // the group's name (--group at snapshot time)
+  std::string id;     // the group snapshot's id
+  struct Member {
+    std::string vm, snapshot;
+    double restoreMs = 0;  // loading it, paused
+    double agentMs = 0;    // its agent's 'restored' (RESTART)
+    std::string agentNote;  // empty when the agent took 'restored'
+  };
+  std::vector<Member> members;  // in the order the VMs were named
+  double resumeSpreadMs = 0;    // first member continuing to the last (host clock)
+  double totalMs = 0;
+};
+
 struct RestoreResult {
   VmStatus status;
   std::string snapshot;
@@ -244,6 +259,15 @@ class VmManager {
   // With asName: no VM of that name exists; the original is untouched.
   Result<RestoreResult> restore(const std::string& name, const std::string& snapshotRef, const RestoreOptions& opts);
 
+  // The members of one group snapshot (`ref`: its group id, or the group's name for its
+  // newest snapshot), restored together: each loaded paused, then all continued, then
+  // each agent told 'restored'. Plugins that drained for the snapshot (ib) resume only
+  // when every member runs, so no member talks to a peer that is still loading.
+  // `names` must be exactly the group's members. Precondition: each is created or
+  // stopped. A failure stops (force) the members this call restored and says which.
+  Result<GroupRestoreResult> restoreGroup(const std::vector<std::string>& names, const std::string& ref,
+                                          const RestoreOptions& opts);
+
   // Live migration to `vmckpt receive` on another store: agent quiesce, pre-copy (or
   // postcopy) over TCP, the source left stopped. Any failure before the receiver runs
   // the guest (or before the switch to postcopy) leaves the source running.
@@ -283,7 +307,7 @@ class VmManager {
   Result<Held> lockVm(const std::string& name);
   RecoveryReport recoverLocked(const Held& held);
   Result<VmStatus> statusLocked(const std::string& name, const VmSpec& spec);
-  Result<Transition> transition(const std::string& name, bool toPaused);
+  Result<Transition> transition(const std::string& name, bool toPaused, bool sendRestored = true);
 
   StoreRoot root_;
   RecoveryReport lastRecovery_;  // of the latest lockVm

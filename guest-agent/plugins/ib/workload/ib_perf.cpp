@@ -12,58 +12,61 @@
 // Only public libibverbs API is used, and every id a verbs call returns is passed along
 // opaquely, so an LD_PRELOAD interposer may present virtual ids.
 //
-// Build: g++ -std=c++23 -O2 ib_perf.cpp -o vmckpt-ib-perf -libverbs -pthread
+// Build: g++ -std=c++23 -O2 ib_perf.cpp verbs_util.cpp -o vmckpt-ib-perf -libverbs -pthread
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <infiniband/verbs.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
-#include <signal.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdarg>
 #include <cstdint>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <expected>
-#include <memory>
 #include <optional>
 #include <random>
 #include <string>
 #include <string_view>
-#include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "verbs_util.hpp"
+
 namespace {
 
+namespace ibw = vmckpt::ibw;
 using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;  // CLOCK_MONOTONIC
+using ibw::ArgReader;
+using ibw::BufferSpec;
+using ibw::Clock;
+using ibw::CqPtr;
+using ibw::errnoText;
+using ibw::format;
+using ibw::kPort;
+using ibw::kSetupTimeout;
+using ibw::MrPtr;
+using ibw::QpPtr;
+using ibw::UniqueFd;
+using ibw::vformat;
+using ibw::WireReader;
+using ibw::WireWriter;
+using ibw::writeLine;
 
 constexpr const char* kProg = "vmckpt-ib-perf";
-constexpr uint8_t kPort = 1;
 constexpr uint32_t kMaxSize = 8u << 20;
 constexpr size_t kMaxSizes = 16;
 constexpr uint32_t kMaxWindow = 4096;
 constexpr int kRecvDepth = 4;       // ping-pong has one message in flight per direction
 constexpr size_t kNotifyBytes = 8;  // bw: end-of-size SEND_WITH_IMM payload
-constexpr uint8_t kHopLimit = 64;
-constexpr auto kSetupTimeout = 120s;
 constexpr auto kStallLimit = 30s;  // no completion at all for this long: the peer is gone
-constexpr auto kSlice = 100ms;
 
 constexpr uint32_t kInfoMagic = 0x50574256;   // "VBWP"
 constexpr uint32_t kReadyMagic = 0x59445256;  // "VRDY"
@@ -74,42 +77,9 @@ constexpr size_t kInfoBytes = 136;
 // ---------------------------------------------------------------------------------------
 // Errors and output
 
-std::atomic<int> gSignal{0};
+std::atomic<bool> gInterrupted{false};  // by SIGTERM or SIGINT
 
-void onSignal(int sig) { gSignal.store(sig); }
-
-std::string errnoText(int e) {
-  char buf[256];
-  return strerror_r(e, buf, sizeof buf);  // GNU variant: returns the message
-}
-
-std::string vformat(const char* fmt, va_list ap) {
-  va_list copy;
-  va_copy(copy, ap);
-  const int n = std::vsnprintf(nullptr, 0, fmt, copy);
-  va_end(copy);
-  std::string s(n > 0 ? size_t(n) : 0, '\0');
-  if (n > 0) std::vsnprintf(s.data(), s.size() + 1, fmt, ap);
-  return s;
-}
-
-__attribute__((format(printf, 1, 2))) std::string format(const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  std::string s = vformat(fmt, ap);
-  va_end(ap);
-  return s;
-}
-
-void writeLine(int fd, std::string line) {
-  line += '\n';
-  for (size_t off = 0; off < line.size();) {
-    const ssize_t n = ::write(fd, line.data() + off, line.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    off += size_t(n);
-  }
-}
+void onSignal(int) { gInterrupted.store(true); }
 
 using Error = std::string;  // one line: the failing call and the errno text
 template <typename T = void>
@@ -123,107 +93,19 @@ __attribute__((format(printf, 1, 2))) std::unexpected<Error> fail(const char* fm
   return std::unexpected(std::move(s));
 }
 
-#define TRY(expr)                                                                                  \
-  do {                                                                                             \
-    if (auto tryResult = (expr); !tryResult) return std::unexpected(std::move(tryResult.error())); \
-  } while (0)
+// A shared helper's result in this program's terms: only a signal stops its waits here.
+template <typename T>
+Result<T> adopt(ibw::Result<T> r) {
+  if (!r)
+    return std::unexpected(r.error().stopped ? Error("interrupted by a signal")
+                                             : std::move(r.error().reason));
+  if constexpr (std::is_void_v<T>)
+    return {};
+  else
+    return std::move(*r);
+}
 
 std::string firstCleanupError;  // a failing destroy makes the run fail
-
-// ---------------------------------------------------------------------------------------
-// Resources
-
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  ~UniqueFd() { reset(); }
-  int get() const { return fd_; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-// Page-aligned, zeroed anonymous memory for an MR.
-class Buffer {
- public:
-  Buffer() = default;
-  Buffer(Buffer&& o) noexcept
-      : data_(std::exchange(o.data_, nullptr)),
-        size_(std::exchange(o.size_, 0)),
-        mapped_(std::exchange(o.mapped_, 0)) {}
-  Buffer& operator=(Buffer&& o) noexcept {
-    if (this != &o) {
-      release();
-      data_ = std::exchange(o.data_, nullptr);
-      size_ = std::exchange(o.size_, 0);
-      mapped_ = std::exchange(o.mapped_, 0);
-    }
-    return *this;
-  }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  ~Buffer() { release(); }
-
-  static Result<Buffer> create(size_t size) {
-    const size_t page = size_t(::sysconf(_SC_PAGESIZE));
-    const size_t mapped = (size + page - 1) / page * page;
-    void* p = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return fail("mmap %zu bytes: %s", mapped, errnoText(errno).c_str());
-    Buffer b;
-    b.data_ = static_cast<uint8_t*>(p);
-    b.size_ = size;
-    b.mapped_ = mapped;
-    return b;
-  }
-  uint8_t* data() const { return data_; }
-  size_t size() const { return size_; }
-
- private:
-  void release() {
-    if (data_) ::munmap(data_, mapped_);
-    data_ = nullptr;
-  }
-  uint8_t* data_ = nullptr;
-  size_t size_ = 0;
-  size_t mapped_ = 0;
-};
-
-template <typename T, int (*Destroy)(T*), const char* Name>
-struct VerbsDestroyer {
-  void operator()(T* p) const noexcept {
-    if (const int rc = Destroy(p); rc != 0) {
-      const std::string msg = format("%s: %s", Name, errnoText(rc > 0 ? rc : errno).c_str());
-      writeLine(STDERR_FILENO, std::string(kProg) + ": " + msg);
-      if (firstCleanupError.empty()) firstCleanupError = msg;
-    }
-  }
-};
-constexpr char kCloseDevice[] = "ibv_close_device";
-constexpr char kDeallocPd[] = "ibv_dealloc_pd";
-constexpr char kDestroyCq[] = "ibv_destroy_cq";
-constexpr char kDeregMr[] = "ibv_dereg_mr";
-constexpr char kDestroyQp[] = "ibv_destroy_qp";
-using ContextPtr =
-    std::unique_ptr<ibv_context, VerbsDestroyer<ibv_context, ibv_close_device, kCloseDevice>>;
-using PdPtr = std::unique_ptr<ibv_pd, VerbsDestroyer<ibv_pd, ibv_dealloc_pd, kDeallocPd>>;
-using CqPtr = std::unique_ptr<ibv_cq, VerbsDestroyer<ibv_cq, ibv_destroy_cq, kDestroyCq>>;
-using MrPtr = std::unique_ptr<ibv_mr, VerbsDestroyer<ibv_mr, ibv_dereg_mr, kDeregMr>>;
-using QpPtr = std::unique_ptr<ibv_qp, VerbsDestroyer<ibv_qp, ibv_destroy_qp, kDestroyQp>>;
 
 // ---------------------------------------------------------------------------------------
 // Options
@@ -268,68 +150,33 @@ constexpr const char* kUsage =
     "  --json               one JSON object per size and line instead of text\n"
     "  --help               show this help\n";
 
-std::optional<uint64_t> parseUint(std::string_view s, uint64_t min, uint64_t max) {
-  uint64_t v = 0;
-  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || end != s.data() + s.size() || v < min || v > max) return std::nullopt;
-  return v;
-}
-
 std::expected<Options, std::string> parseOptions(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      o.help = true;
-      return o;
-    }
-    if (!arg.starts_with("--")) return std::unexpected(format("unexpected argument '%s'", argv[i]));
-    std::string_view name = arg;
-    std::optional<std::string_view> inlineValue;
-    if (const auto eq = arg.find('='); eq != std::string_view::npos) {
-      name = arg.substr(0, eq);
-      inlineValue = arg.substr(eq + 1);
-    }
-    const auto nameText = std::string(name);
-    auto value = [&]() -> std::expected<std::string_view, std::string> {
-      if (inlineValue) return *inlineValue;
-      if (i + 1 >= argc) return std::unexpected(nameText + " needs a value");
-      return std::string_view(argv[++i]);
-    };
-    auto number = [&](uint64_t min, uint64_t max) -> std::expected<uint64_t, std::string> {
-      const auto v = value();
-      if (!v) return std::unexpected(v.error());
-      const auto n = parseUint(*v, min, max);
-      if (!n)
-        return std::unexpected(format(
-            "%s: '%.*s' is not a number in %llu..%llu", nameText.c_str(), int(v->size()), v->data(),
-            static_cast<unsigned long long>(min), static_cast<unsigned long long>(max)));
-      return *n;
-    };
+  ArgReader args(argc, argv);
+  while (args.next()) {
+    const std::string_view name = args.name();
     if (name == "--server") {
-      const auto n = number(1, 65535);
+      const auto n = args.number(1, 65535);
       if (!n) return std::unexpected(n.error());
       o.serverPort = uint16_t(*n);
     } else if (name == "--client") {
-      const auto v = value();
+      const auto v = args.requireValue();
       if (!v) return std::unexpected(v.error());
-      const auto colon = v->rfind(':');
-      if (colon == std::string_view::npos || colon == 0 ||
-          !parseUint(v->substr(colon + 1), 1, 65535))
+      if (!ibw::isHostPort(*v))
         return std::unexpected(
             format("--client: '%.*s' is not HOST:PORT", int(v->size()), v->data()));
       o.client = *v;
     } else if (name == "--dev") {
-      const auto v = value();
+      const auto v = args.requireValue();
       if (!v) return std::unexpected(v.error());
       if (v->empty()) return std::unexpected(std::string("--dev needs a device name"));
       o.dev = *v;
     } else if (name == "--gid-index") {
-      const auto n = number(0, 65535);
+      const auto n = args.number(0, 65535);
       if (!n) return std::unexpected(n.error());
       o.gidIndex = uint32_t(*n);
     } else if (name == "--test") {
-      const auto v = value();
+      const auto v = args.requireValue();
       if (!v) return std::unexpected(v.error());
       if (*v == "lat")
         o.test = Test::kLat;
@@ -339,14 +186,14 @@ std::expected<Options, std::string> parseOptions(int argc, char** argv) {
         return std::unexpected(std::string("--test takes lat or bw"));
       o.testGiven = true;
     } else if (name == "--size") {
-      const auto v = value();
+      const auto v = args.requireValue();
       if (!v) return std::unexpected(v.error());
       o.sizes.clear();
       std::string_view rest = *v;
       for (;;) {
         const auto comma = rest.find(',');
         const std::string_view item = rest.substr(0, comma);
-        const auto n = parseUint(item, 1, kMaxSize);
+        const auto n = ibw::parseUint(item, 1, kMaxSize);
         if (!n)
           return std::unexpected(format("--size: '%.*s' is not a size in 1..%u", int(item.size()),
                                         item.data(), kMaxSize));
@@ -358,32 +205,35 @@ std::expected<Options, std::string> parseOptions(int argc, char** argv) {
         return std::unexpected(format("--size: at most %zu sizes", kMaxSizes));
       o.sizesGiven = true;
     } else if (name == "--iters") {
-      const auto n = number(1, UINT32_MAX);
+      const auto n = args.number(1, UINT32_MAX);
       if (!n) return std::unexpected(n.error());
       o.iters = uint32_t(*n);
       o.itersGiven = true;
     } else if (name == "--warmup") {
-      const auto n = number(0, UINT32_MAX);
+      const auto n = args.number(0, UINT32_MAX);
       if (!n) return std::unexpected(n.error());
       o.warmup = uint32_t(*n);
       o.warmupGiven = true;
     } else if (name == "--window") {
-      const auto n = number(1, kMaxWindow);
+      const auto n = args.number(1, kMaxWindow);
       if (!n) return std::unexpected(n.error());
       o.window = uint32_t(*n);
       o.windowGiven = true;
     } else if (name == "--poll") {
-      const auto v = value();
+      const auto v = args.requireValue();
       if (!v) return std::unexpected(v.error());
       if (*v != "busy")
         return std::unexpected(std::string("--poll: only busy polling is supported"));
     } else if (name == "--json") {
-      if (inlineValue) return std::unexpected(std::string("--json takes no value"));
+      if (args.hasInlineValue()) return std::unexpected(std::string("--json takes no value"));
       o.json = true;
     } else {
-      return std::unexpected(format("unknown option '%s'", nameText.c_str()));
+      return std::unexpected(format("unknown option '%.*s'", int(name.size()), name.data()));
     }
   }
+  if (!args.error().empty()) return std::unexpected(args.error());
+  o.help = args.helpAsked();
+  if (o.help) return o;
   if (o.serverPort.has_value() == !o.client.empty())
     return std::unexpected(std::string("need exactly one of --server PORT and --client HOST:PORT"));
   if (o.iters == 0) o.iters = o.test == Test::kLat ? 1000 : 2000;
@@ -391,60 +241,7 @@ std::expected<Options, std::string> parseOptions(int argc, char** argv) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Wire format (little-endian)
-
-class WireWriter {
- public:
-  explicit WireWriter(uint8_t* p) : p_(p) {}
-  void u8(uint8_t v) { p_[off_++] = v; }
-  void u16(uint16_t v) {
-    for (int i = 0; i < 2; ++i) u8(uint8_t(v >> (8 * i)));
-  }
-  void u32(uint32_t v) {
-    for (int i = 0; i < 4; ++i) u8(uint8_t(v >> (8 * i)));
-  }
-  void u64(uint64_t v) {
-    for (int i = 0; i < 8; ++i) u8(uint8_t(v >> (8 * i)));
-  }
-  void bytes(const uint8_t* b, size_t n) {
-    std::memcpy(p_ + off_, b, n);
-    off_ += n;
-  }
-  size_t size() const { return off_; }
-
- private:
-  uint8_t* p_;
-  size_t off_ = 0;
-};
-
-class WireReader {
- public:
-  explicit WireReader(const uint8_t* p) : p_(p) {}
-  uint8_t u8() { return p_[off_++]; }
-  uint16_t u16() {
-    uint16_t v = 0;
-    for (int i = 0; i < 2; ++i) v = uint16_t(v | uint16_t(u8()) << (8 * i));
-    return v;
-  }
-  uint32_t u32() {
-    uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) v |= uint32_t(u8()) << (8 * i);
-    return v;
-  }
-  uint64_t u64() {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= uint64_t(u8()) << (8 * i);
-    return v;
-  }
-  void bytes(uint8_t* b, size_t n) {
-    std::memcpy(b, p_ + off_, n);
-    off_ += n;
-  }
-
- private:
-  const uint8_t* p_;
-  size_t off_ = 0;
-};
+// Wire format (little-endian: ibw::WireWriter, ibw::WireReader)
 
 // Setup message, both ways. The run parameters are the client's; the server echoes them.
 struct PerfInfo {
@@ -528,164 +325,21 @@ Result<PerfInfo> decodeInfo(const std::array<uint8_t, kInfoBytes>& raw) {
 // ---------------------------------------------------------------------------------------
 // TCP
 
-Result<> sendAll(int fd, const void* data, size_t len) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  while (len > 0) {
-    const ssize_t n = ::send(fd, p, len, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail("send: %s", errnoText(errno).c_str());
-    p += n;
-    len -= size_t(n);
-  }
-  return {};
-}
-
-Result<> recvAll(int fd, void* data, size_t len, Clock::duration timeout, const char* what) {
-  const auto deadline = Clock::now() + timeout;
-  auto* p = static_cast<uint8_t*>(data);
-  while (len > 0) {
-    if (gSignal.load()) return fail("interrupted by a signal");
-    if (Clock::now() >= deadline) return fail("timed out waiting for the peer's %s", what);
-    pollfd pfd{fd, POLLIN, 0};
-    const int r = ::poll(&pfd, 1, int(kSlice / 1ms));
-    if (r < 0 && errno != EINTR) return fail("poll: %s", errnoText(errno).c_str());
-    if (r <= 0) continue;
-    const ssize_t n = ::recv(fd, p, len, MSG_DONTWAIT);
-    if (n == 0) return fail("peer closed the TCP connection before its %s", what);
-    if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
-      return fail("recv %s: %s", what, errnoText(errno).c_str());
-    }
-    p += n;
-    len -= size_t(n);
-  }
-  return {};
-}
-
-void setNoDelay(int fd) {
-  const int one = 1;
-  (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
 Result<UniqueFd> acceptClient(uint16_t port) {
-  // Dual-stack where the kernel has IPv6, plain IPv4 otherwise.
-  const int one = 1, zero = 0;
-  UniqueFd lfd(::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (lfd.get() >= 0) {
-    (void)::setsockopt(lfd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-    (void)::setsockopt(lfd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in6 a{};
-    a.sin6_family = AF_INET6;
-    a.sin6_addr = in6addr_any;
-    a.sin6_port = htons(port);
-    if (::bind(lfd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-      if (errno != EADDRNOTAVAIL && errno != EAFNOSUPPORT)
-        return fail("bind port %u: %s", port, errnoText(errno).c_str());
-      lfd.reset();
-    }
-  }
-  if (lfd.get() < 0) {
-    lfd = UniqueFd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (lfd.get() < 0) return fail("socket: %s", errnoText(errno).c_str());
-    (void)::setsockopt(lfd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_ANY);
-    a.sin_port = htons(port);
-    if (::bind(lfd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
-      return fail("bind port %u: %s", port, errnoText(errno).c_str());
-  }
-  if (::listen(lfd.get(), 1) != 0) return fail("listen: %s", errnoText(errno).c_str());
-  const auto deadline = Clock::now() + kSetupTimeout;
-  for (;;) {
-    if (gSignal.load()) return fail("interrupted by a signal");
-    if (Clock::now() >= deadline)
-      return fail("no client connected within %lld s", static_cast<long long>(kSetupTimeout / 1s));
-    pollfd pfd{lfd.get(), POLLIN, 0};
-    const int r = ::poll(&pfd, 1, int(kSlice / 1ms));
-    if (r < 0 && errno != EINTR) return fail("poll: %s", errnoText(errno).c_str());
-    if (r <= 0) continue;
-    UniqueFd fd(::accept4(lfd.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (fd.get() < 0) {
-      if (errno == EINTR || errno == EAGAIN || errno == ECONNABORTED) continue;
-      return fail("accept: %s", errnoText(errno).c_str());
-    }
-    setNoDelay(fd.get());
-    return fd;
-  }
-}
-
-// Connects, retrying while the server is not listening yet.
-Result<UniqueFd> connectServer(const std::string& hostPort) {
-  const auto colon = hostPort.rfind(':');
-  std::string host = hostPort.substr(0, colon);
-  const std::string port = hostPort.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  const auto deadline = Clock::now() + kSetupTimeout;
-  std::string lastError = "no attempt";
-  while (!gSignal.load() && Clock::now() < deadline) {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    if (const int g = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res); g != 0) {
-      lastError = format("getaddrinfo %s: %s", host.c_str(), ::gai_strerror(g));
-      if (g != EAI_AGAIN) return std::unexpected(lastError);
-    }
-    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-      UniqueFd fd(
-          ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol));
-      if (fd.get() < 0) {
-        lastError = format("socket: %s", errnoText(errno).c_str());
-        continue;
-      }
-      int err = 0;
-      if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0) {
-        err = errno;
-        if (err == EINPROGRESS) {
-          pollfd pfd{fd.get(), POLLOUT, 0};
-          const int r = ::poll(&pfd, 1, 2000);
-          socklen_t len = sizeof err;
-          if (r <= 0)
-            err = r == 0 ? ETIMEDOUT : errno;
-          else if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-            err = errno;
-        }
-      }
-      if (err == 0) {
-        const int flags = ::fcntl(fd.get(), F_GETFL);
-        (void)::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);
-        setNoDelay(fd.get());
-        ::freeaddrinfo(res);
-        return fd;
-      }
-      lastError = format("connect %s: %s", hostPort.c_str(), errnoText(err).c_str());
-    }
-    if (res) ::freeaddrinfo(res);
-    std::this_thread::sleep_for(250ms);
-  }
-  if (gSignal.load()) return fail("interrupted by a signal");
-  return fail("%s (gave up after %lld s)", lastError.c_str(),
-              static_cast<long long>(kSetupTimeout / 1s));
+  auto lfd = adopt(ibw::listenOn(port, 1));
+  if (!lfd) return std::unexpected(lfd.error());
+  return adopt(ibw::acceptOne(
+      lfd->get(), Clock::now() + kSetupTimeout,
+      format("no client connected within %lld s", static_cast<long long>(kSetupTimeout / 1s)),
+      gInterrupted));
 }
 
 // ---------------------------------------------------------------------------------------
 // The benchmark
 
-bool isIpv4Mapped(const ibv_gid& g) {
-  static constexpr uint8_t kPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-  return std::memcmp(g.raw, kPrefix, sizeof kPrefix) == 0;
-}
-
-// wr_id: the kind in the top byte; below it the send-queue sequence number (send side) or
-// the receive slot. Error completions carry only status and wr_id, so the failed
-// operation is named from the kind.
+// The kind of work request in a wr_id (ibw::makeWrId); the index is the send-queue sequence
+// number (send side) or the receive slot.
 enum class WrKind : uint8_t { kSend = 1, kWrite, kNotify, kRecv };
-constexpr uint64_t kWrIndexMask = (1ull << 56) - 1;
-uint64_t makeWrId(WrKind kind, uint64_t index) {
-  return uint64_t(kind) << 56 | (index & kWrIndexMask);
-}
 const char* wrKindName(WrKind k) {
   switch (k) {
     case WrKind::kSend: return "SEND";
@@ -746,14 +400,11 @@ class Bench {
   uint32_t maxSize_ = 0;
   uint32_t sqDepth_ = 0;
   uint32_t recvSlotBytes_ = 0;
-  int gidIndex_ = 0;
-  ibv_mtu mtu_ = IBV_MTU_1024;
 
-  // Destroyed in reverse: QP, MRs, buffers, CQ, PD, context.
-  ContextPtr ctx_;
-  PdPtr pd_;
+  // Destroyed in reverse: QP, MRs, buffers, CQ, then the device's PD and context.
+  ibw::Device dev_;
   CqPtr cq_;
-  Buffer data_, recv_, notify_;
+  ibw::Buffer data_, recv_, notify_;
   MrPtr dataMr_, recvMr_, notifyMr_;
   QpPtr qp_;
 
@@ -767,116 +418,47 @@ class Bench {
 };
 
 Result<> Bench::openDevice() {
-  int n = 0;
-  ibv_device** list = ibv_get_device_list(&n);
-  if (!list) return fail("ibv_get_device_list: %s", errnoText(errno).c_str());
-  ibv_device* chosen = nullptr;
-  for (int i = 0; i < n && !chosen; ++i)
-    if (opt_.dev.empty() || opt_.dev == ibv_get_device_name(list[i])) chosen = list[i];
-  if (!chosen) {
-    ibv_free_device_list(list);
-    return opt_.dev.empty() ? fail("no RDMA device found (ibv_get_device_list)")
-                            : fail("RDMA device %s not found", opt_.dev.c_str());
-  }
-  const std::string name = ibv_get_device_name(chosen);
-  ctx_.reset(ibv_open_device(chosen));
-  const int openErr = errno;
-  ibv_free_device_list(list);
-  if (!ctx_) return fail("ibv_open_device %s: %s", name.c_str(), errnoText(openErr).c_str());
-
-  ibv_port_attr pa{};
-  if (const int rc = ibv_query_port(ctx_.get(), kPort, &pa); rc != 0)
-    return fail("ibv_query_port %s %u: %s", name.c_str(), kPort, errnoText(rc).c_str());
-  if (pa.state != IBV_PORT_ACTIVE)
-    return fail("%s port %u is not active (%s)", name.c_str(), kPort, ibv_port_state_str(pa.state));
-  mtu_ = pa.active_mtu;
-  local_.lid = pa.lid;
-  local_.mtu = uint8_t(pa.active_mtu);
-  if (maxSize_ > pa.max_msg_sz)
-    return fail("size %u exceeds the port's max_msg_sz %u", maxSize_, pa.max_msg_sz);
+  TRY(adopt(ibw::openContext(dev_, opt_.dev)));
+  const auto pa = adopt(ibw::queryPort(dev_));
+  if (!pa) return std::unexpected(pa.error());
+  local_.lid = dev_.lid;
+  local_.mtu = uint8_t(dev_.mtu);
+  if (maxSize_ > pa->max_msg_sz)
+    return fail("size %u exceeds the port's max_msg_sz %u", maxSize_, pa->max_msg_sz);
 
   ibv_device_attr da{};
-  if (const int rc = ibv_query_device(ctx_.get(), &da); rc != 0)
+  if (const int rc = ibv_query_device(dev_.ctx.get(), &da); rc != 0)
     return fail("ibv_query_device: %s", errnoText(rc).c_str());
   if (sqDepth_ > uint32_t(da.max_qp_wr))
     return fail("--window %u needs %u send queue entries, %s allows %d", opt_.window, sqDepth_,
-                name.c_str(), da.max_qp_wr);
+                dev_.name.c_str(), da.max_qp_wr);
 
-  if (opt_.gidIndex) {
-    if (int(*opt_.gidIndex) >= pa.gid_tbl_len)
-      return fail("--gid-index %u: port %u has %d GIDs", *opt_.gidIndex, kPort, pa.gid_tbl_len);
-    if (ibv_query_gid(ctx_.get(), kPort, int(*opt_.gidIndex), &local_.gid) != 0)
-      return fail("ibv_query_gid %u: %s", *opt_.gidIndex, errnoText(errno).c_str());
-    gidIndex_ = int(*opt_.gidIndex);
-  } else {
-    // RoCE v2 over IPv4 needs the IPv4-mapped entry (index 1 on rxe, normally); look for it.
-    bool found = false;
-    for (int i = 0; i < pa.gid_tbl_len && !found; ++i) {
-      ibv_gid g{};
-      if (ibv_query_gid(ctx_.get(), kPort, i, &g) == 0 && isIpv4Mapped(g)) {
-        local_.gid = g;
-        gidIndex_ = i;
-        found = true;
-      }
-    }
-    if (!found)
-      return fail(
-          "%s port %u has no IPv4-mapped GID (is an IPv4 address configured?); use --gid-index",
-          name.c_str(), kPort);
-  }
-  pd_.reset(ibv_alloc_pd(ctx_.get()));
-  if (!pd_) return fail("ibv_alloc_pd: %s", errnoText(errno).c_str());
-  return {};
+  TRY(adopt(ibw::selectGid(dev_, *pa, opt_.gidIndex)));
+  local_.gid = dev_.gid;
+  return adopt(ibw::allocPd(dev_));
 }
 
 Result<> Bench::createResources() {
-  cq_.reset(ibv_create_cq(ctx_.get(), int(sqDepth_ + kRecvDepth + 16), nullptr, nullptr, 0));
+  cq_.reset(ibv_create_cq(dev_.ctx.get(), int(sqDepth_ + kRecvDepth + 16), nullptr, nullptr, 0));
   if (!cq_) return fail("ibv_create_cq: %s", errnoText(errno).c_str());
 
-  struct Spec {
-    Buffer* buf;
-    MrPtr* mr;
-    size_t bytes;
-    int access;
-    const char* what;
-  };
   // data_: lat send source; bw write source (client) or write target (server).
-  const Spec specs[] = {
+  const BufferSpec specs[] = {
       {&data_, &dataMr_, maxSize_, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE, "data buffer"},
       {&recv_, &recvMr_, size_t(kRecvDepth) * recvSlotBytes_, IBV_ACCESS_LOCAL_WRITE,
        "receive ring"},
       {&notify_, &notifyMr_, kNotifyBytes, 0, "notify buffer"},
   };
-  for (const Spec& s : specs) {
-    auto b = Buffer::create(s.bytes);
-    if (!b) return fail("%s: %s", s.what, b.error().c_str());
-    *s.buf = std::move(*b);
-    s.mr->reset(ibv_reg_mr(pd_.get(), s.buf->data(), s.buf->size(), s.access));
-    if (!*s.mr)
-      return fail("ibv_reg_mr %s (%zu bytes): %s", s.what, s.buf->size(), errnoText(errno).c_str());
-  }
+  TRY(adopt(ibw::createRegistered(dev_.pd.get(), specs)));
   std::memset(data_.data(), 0xa5, data_.size());
 
-  ibv_qp_init_attr init{};
-  init.send_cq = cq_.get();
-  init.recv_cq = cq_.get();
-  init.qp_type = IBV_QPT_RC;
-  init.sq_sig_all = 0;  // bw signals selectively
-  init.cap.max_send_wr = sqDepth_;
-  init.cap.max_recv_wr = kRecvDepth;
-  init.cap.max_send_sge = 1;
-  init.cap.max_recv_sge = 1;
-  qp_.reset(ibv_create_qp(pd_.get(), &init));
+  // Not every WR signals: bw signals selectively.
+  ibv_qp_init_attr init = ibw::qpInitAttr(cq_.get(), IBV_QPT_RC, sqDepth_, kRecvDepth, false);
+  qp_.reset(ibv_create_qp(dev_.pd.get(), &init));
   if (!qp_) return fail("ibv_create_qp RC: %s", errnoText(errno).c_str());
 
-  ibv_qp_attr a{};
-  a.qp_state = IBV_QPS_INIT;
-  a.pkey_index = 0;
-  a.port_num = kPort;
-  a.qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
-  if (const int rc = ibv_modify_qp(
-          qp_.get(), &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
-      rc != 0)
+  ibv_qp_attr a = ibw::rcInitAttr(kPort, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+  if (const int rc = ibv_modify_qp(qp_.get(), &a, ibw::kRcInitMask); rc != 0)
     return fail("ibv_modify_qp RESET->INIT: %s", errnoText(rc).c_str());
   for (int i = 0; i < kRecvDepth; ++i) TRY(postRecv(uint64_t(i)));
 
@@ -902,7 +484,8 @@ Result<> Bench::exchange() {
   };
   auto receive = [&]() -> Result<PerfInfo> {
     std::array<uint8_t, kInfoBytes> raw{};
-    TRY(recvAll(sock_.get(), raw.data(), raw.size(), kSetupTimeout, "setup message"));
+    TRY(adopt(ibw::recvAll(sock_.get(), raw.data(), raw.size(), Clock::now() + kSetupTimeout,
+                           "setup message", gInterrupted)));
     auto info = decodeInfo(raw);
     if (!info) return std::unexpected(info.error());
     if (info->role != (isClient_ ? 0 : 1))
@@ -915,7 +498,7 @@ Result<> Bench::exchange() {
   };
   auto send = [&]() -> Result<> {
     const auto raw = encodeInfo(local_);
-    return sendAll(sock_.get(), raw.data(), raw.size());
+    return adopt(ibw::sendAll(sock_.get(), raw.data(), raw.size()));
   };
   auto setParams = [&] {
     maxSize_ = *std::max_element(opt_.sizes.begin(), opt_.sizes.end());
@@ -977,39 +560,13 @@ Result<> Bench::exchange() {
 }
 
 Result<> Bench::toRts() {
-  ibv_qp_attr a{};
-  a.qp_state = IBV_QPS_RTR;
-  a.path_mtu = std::min(mtu_, static_cast<ibv_mtu>(peer_.mtu));
-  a.dest_qp_num = peer_.qpn;
-  a.rq_psn = peer_.psn;
-  a.max_dest_rd_atomic = 1;
-  a.min_rnr_timer = 12;     // 0.64 ms
-  a.ah_attr.is_global = 1;  // RoCE: addressing is by GID, the GRH is mandatory
-  a.ah_attr.grh.dgid = peer_.gid;
-  a.ah_attr.grh.sgid_index = uint8_t(gidIndex_);
-  a.ah_attr.grh.hop_limit = kHopLimit;
-  a.ah_attr.dlid = peer_.lid;  // 0 on RoCE
-  a.ah_attr.sl = 0;
-  a.ah_attr.src_path_bits = 0;
-  a.ah_attr.port_num = kPort;
-  if (const int rc =
-          ibv_modify_qp(qp_.get(), &a,
-                        IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
-                            IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
-      rc != 0)
+  ibv_qp_attr a = ibw::rcRtrAttr(ibw::roceAhAttr(dev_, peer_.gid, peer_.lid), dev_.mtu,
+                                 peer_.mtu, peer_.qpn, peer_.psn);
+  if (const int rc = ibv_modify_qp(qp_.get(), &a, ibw::kRcRtrMask); rc != 0)
     return fail("ibv_modify_qp INIT->RTR: %s", errnoText(rc).c_str());
-  a = ibv_qp_attr{};
-  a.qp_state = IBV_QPS_RTS;
-  a.sq_psn = local_.psn;
-  a.timeout = 14;  // 67 ms local ACK timeout
-  a.retry_cnt = 7;
-  a.rnr_retry = 7;  // 7 = retry forever on RNR
-  a.max_rd_atomic = 1;
-  if (const int rc =
-          ibv_modify_qp(qp_.get(), &a,
-                        IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT |
-                            IBV_QP_RNR_RETRY | IBV_QP_MAX_QP_RD_ATOMIC);
-      rc != 0)
+  // timeout 14: 67 ms local ACK timeout; rnr_retry 7: retry forever on RNR.
+  a = ibw::rcRtsAttr(local_.psn, 14, 7, 7);
+  if (const int rc = ibv_modify_qp(qp_.get(), &a, ibw::kRcRtsMask); rc != 0)
     return fail("ibv_modify_qp RTR->RTS: %s", errnoText(rc).c_str());
   return {};
 }
@@ -1019,9 +576,10 @@ Result<> Bench::toRts() {
 Result<> Bench::barrier(uint32_t magic, const char* what) {
   uint8_t out[4];
   WireWriter(out).u32(magic);
-  TRY(sendAll(sock_.get(), out, sizeof out));
+  TRY(adopt(ibw::sendAll(sock_.get(), out, sizeof out)));
   uint8_t in[4];
-  TRY(recvAll(sock_.get(), in, sizeof in, kSetupTimeout, what));
+  TRY(adopt(
+      ibw::recvAll(sock_.get(), in, sizeof in, Clock::now() + kSetupTimeout, what, gInterrupted)));
   if (const uint32_t got = WireReader(in).u32(); got != magic)
     return fail("bad %s 0x%08x", what, got);
   return {};
@@ -1034,7 +592,7 @@ Result<> Bench::postSend(WrKind kind, ibv_wr_opcode op, uint32_t len, bool signa
   sge.length = len;
   sge.lkey = kind == WrKind::kNotify ? notifyMr_->lkey : dataMr_->lkey;
   ibv_send_wr wr{};
-  wr.wr_id = makeWrId(kind, sqPosted_);
+  wr.wr_id = ibw::makeWrId(kind, sqPosted_);
   wr.sg_list = &sge;
   wr.num_sge = 1;
   wr.opcode = op;
@@ -1052,16 +610,9 @@ Result<> Bench::postSend(WrKind kind, ibv_wr_opcode op, uint32_t len, bool signa
 }
 
 Result<> Bench::postRecv(uint64_t slot) {
-  ibv_sge sge{};
-  sge.addr = reinterpret_cast<uintptr_t>(recv_.data() + slot * recvSlotBytes_);
-  sge.length = recvSlotBytes_;
-  sge.lkey = recvMr_->lkey;
-  ibv_recv_wr wr{};
-  wr.wr_id = makeWrId(WrKind::kRecv, slot);
-  wr.sg_list = &sge;
-  wr.num_sge = 1;
-  ibv_recv_wr* bad = nullptr;
-  if (const int rc = ibv_post_recv(qp_.get(), &wr, &bad); rc != 0)
+  if (const int rc = ibw::postRecv(qp_.get(), recv_.data() + slot * recvSlotBytes_, recvSlotBytes_,
+                                   recvMr_->lkey, ibw::makeWrId(WrKind::kRecv, slot));
+      rc != 0)
     return fail("ibv_post_recv: %s", errnoText(rc).c_str());
   return {};
 }
@@ -1072,12 +623,10 @@ Result<> Bench::pollOnce() {
   if (n < 0) return fail("ibv_poll_cq failed (%d)", n);
   for (int i = 0; i < n; ++i) {
     const ibv_wc& wc = wcs[size_t(i)];
-    const auto kind = static_cast<WrKind>(wc.wr_id >> 56);
-    const uint64_t index = wc.wr_id & kWrIndexMask;
+    const auto kind = ibw::wrKind<WrKind>(wc.wr_id);
+    const uint64_t index = ibw::wrIndex(wc.wr_id);
     if (wc.status != IBV_WC_SUCCESS)
-      return fail("%s completion: %s (status %d, wr_id 0x%llx, vendor_err 0x%x)", wrKindName(kind),
-                  ibv_wc_status_str(wc.status), int(wc.status),
-                  static_cast<unsigned long long>(wc.wr_id), wc.vendor_err);
+      return fail("%s", ibw::wcErrorText(wc, wrKindName(kind)).c_str());
     ++events_;
     if (kind == WrKind::kRecv) {
       if (index >= kRecvDepth)
@@ -1104,7 +653,7 @@ Result<> Bench::spinUntil(const char* what, Done done) {
   for (uint32_t spin = 1; !done(); ++spin) {
     TRY(pollOnce());
     if (spin % 1024 == 0) {
-      if (gSignal.load()) return fail("interrupted by a signal");
+      if (gInterrupted.load()) return fail("interrupted by a signal");
       const auto now = Clock::now();
       if (events_ != lastEvents) {
         lastEvents = events_;
@@ -1228,7 +777,7 @@ Result<> Bench::bwServer(uint32_t sizeIndex) {
 
 Result<> Bench::run() {
   if (isClient_) {
-    auto fd = connectServer(opt_.client);
+    auto fd = adopt(ibw::connectTo(opt_.client, Clock::now() + kSetupTimeout, gInterrupted));
     if (!fd) return std::unexpected(fd.error());
     sock_ = std::move(*fd);
   } else {
@@ -1255,25 +804,16 @@ Result<> Bench::run() {
 
 }  // namespace
 
+// Reported at once; the run fails at the end (main).
+void vmckpt::ibw::onCleanupFailure(const std::string& what) {
+  writeLine(STDERR_FILENO, std::string(kProg) + ": " + what);
+  if (firstCleanupError.empty()) firstCleanupError = what;
+}
+
 int main(int argc, char** argv) {
   auto opt = parseOptions(argc, argv);
-  if (!opt) {
-    std::fprintf(stderr, "%s: %s (see --help)\n", kProg, opt.error().c_str());
-    return 1;
-  }
-  if (opt->help) {
-    std::fputs(kUsage, stdout);
-    return 0;
-  }
-  struct sigaction sa {};
-  sa.sa_handler = onSignal;
-  sigemptyset(&sa.sa_mask);
-  // SA_RESTART keeps library calls (libibverbs commands) from failing with EINTR; our own
-  // waits are poll() slices, which return early anyway and recheck the flag.
-  sa.sa_flags = SA_RESTART;
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  if (const auto code = ibw::exitForCommandLine(opt, kProg, kUsage)) return *code;
+  ibw::installSignalHandlers(onSignal);
 
   Result<> r;
   {

@@ -16,17 +16,13 @@
 // Only public libibverbs API is used, and every id a verbs call returns (QPN, rkey, lkey,
 // GID, LID) is passed along opaquely, so an LD_PRELOAD interposer may present virtual ids.
 //
-// Build: g++ -std=c++23 -O2 ib_workload.cpp -o vmckpt-ib-workload -libverbs -pthread
+// Build: g++ -std=c++23 -O2 ib_workload.cpp verbs_util.cpp -o vmckpt-ib-workload -libverbs -pthread
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <infiniband/verbs.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,11 +30,9 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <cstdarg>
 #include <cstdint>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -54,13 +48,14 @@
 #include <utility>
 #include <vector>
 
+#include "verbs_util.hpp"
+
 namespace {
 
 using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;  // CLOCK_MONOTONIC
+using namespace vmckpt::ibw;
 
 constexpr const char* kProg = "vmckpt-ib-workload";
-constexpr uint8_t kPort = 1;
 constexpr uint32_t kMaxSize = 1u << 20;
 constexpr int kRcRecvDepth = 4;  // a peer has at most 2 receive-consuming messages in flight
 constexpr int kUdRecvDepth = 8;
@@ -71,11 +66,8 @@ constexpr size_t kGrhBytes = 40;  // every UD receive buffer starts with room fo
 constexpr size_t kUdDataBytes = 256;
 constexpr size_t kUdHeaderBytes = 16;
 constexpr size_t kUdRecvSlotBytes = kGrhBytes + kUdDataBytes;
-constexpr uint8_t kHopLimit = 64;
 constexpr auto kUdRetransmit = 300ms;
 constexpr auto kNoProgressLimit = 60s;
-constexpr auto kSetupTimeout = 120s;  // guests boot and start at different times
-constexpr auto kSlice = 100ms;        // longest blocking wait before stop flags are rechecked
 
 constexpr uint32_t kInfoMagic = 0x4b574256;   // "VBWK"
 constexpr uint32_t kReadyMagic = 0x59445256;  // "VRDY"
@@ -92,42 +84,6 @@ std::atomic<bool> gStop{false};  // set by a signal or by the first failing conn
 std::atomic<int> gSignal{0};
 std::mutex gFailMu;
 std::string gFirstFailure;  // guarded by gFailMu
-
-std::string errnoText(int e) {
-  char buf[256];
-  return strerror_r(e, buf, sizeof buf);  // GNU variant: returns the message
-}
-
-std::string vformat(const char* fmt, va_list ap) {
-  va_list copy;
-  va_copy(copy, ap);
-  const int n = std::vsnprintf(nullptr, 0, fmt, copy);
-  va_end(copy);
-  std::string s(n > 0 ? size_t(n) : 0, '\0');
-  if (n > 0) std::vsnprintf(s.data(), s.size() + 1, fmt, ap);
-  return s;
-}
-
-__attribute__((format(printf, 1, 2))) std::string format(const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  std::string s = vformat(fmt, ap);
-  va_end(ap);
-  return s;
-}
-
-// One line, one write(): lines from different connection threads never interleave.
-void writeLine(int fd, std::string line) {
-  line += '\n';
-  static std::mutex mu;
-  std::lock_guard lock(mu);
-  for (size_t off = 0; off < line.size();) {
-    const ssize_t n = ::write(fd, line.data() + off, line.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    off += size_t(n);
-  }
-}
 
 __attribute__((format(printf, 1, 2))) void say(const char* fmt, ...) {
   va_list ap;
@@ -151,125 +107,6 @@ void onSignal(int sig) {
   gSignal.store(sig);
   gStop.store(true);
 }
-
-// A failure, or the note that this connection was stopped because of someone else's.
-struct Failure {
-  std::string reason;
-  bool stopped = false;
-};
-template <typename T = void>
-using Result = std::expected<T, Failure>;
-
-std::unexpected<Failure> failure(std::string reason) {
-  return std::unexpected(Failure{std::move(reason), false});
-}
-std::unexpected<Failure> stopped() { return std::unexpected(Failure{"stopped", true}); }
-
-#define TRY(expr)                                                                                  \
-  do {                                                                                             \
-    if (auto tryResult = (expr); !tryResult) return std::unexpected(std::move(tryResult.error())); \
-  } while (0)
-
-// ---------------------------------------------------------------------------------------
-// Resources
-
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  ~UniqueFd() { reset(); }
-  int get() const { return fd_; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-// Page-aligned, zeroed anonymous memory for an MR.
-class Buffer {
- public:
-  Buffer() = default;
-  Buffer(Buffer&& o) noexcept
-      : data_(std::exchange(o.data_, nullptr)),
-        size_(std::exchange(o.size_, 0)),
-        mapped_(std::exchange(o.mapped_, 0)) {}
-  Buffer& operator=(Buffer&& o) noexcept {
-    if (this != &o) {
-      release();
-      data_ = std::exchange(o.data_, nullptr);
-      size_ = std::exchange(o.size_, 0);
-      mapped_ = std::exchange(o.mapped_, 0);
-    }
-    return *this;
-  }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  ~Buffer() { release(); }
-
-  static Result<Buffer> create(size_t size) {
-    const size_t page = size_t(::sysconf(_SC_PAGESIZE));
-    const size_t mapped = (size + page - 1) / page * page;
-    void* p = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-      return failure(format("mmap %zu bytes: %s", mapped, errnoText(errno).c_str()));
-    Buffer b;
-    b.data_ = static_cast<uint8_t*>(p);
-    b.size_ = size;
-    b.mapped_ = mapped;
-    return b;
-  }
-  uint8_t* data() const { return data_; }
-  size_t size() const { return size_; }
-
- private:
-  void release() {
-    if (data_) ::munmap(data_, mapped_);
-    data_ = nullptr;
-  }
-  uint8_t* data_ = nullptr;
-  size_t size_ = 0;
-  size_t mapped_ = 0;
-};
-
-// Verbs objects own themselves through unique_ptr; a failing destroy is a test failure
-// (it is exactly what a broken interposer would get wrong).
-template <typename T, int (*Destroy)(T*), const char* Name>
-struct VerbsDestroyer {
-  void operator()(T* p) const noexcept {
-    if (const int rc = Destroy(p); rc != 0)
-      recordFailure(format("cleanup: %s: %s", Name, errnoText(rc > 0 ? rc : errno).c_str()));
-  }
-};
-constexpr char kCloseDevice[] = "ibv_close_device";
-constexpr char kDeallocPd[] = "ibv_dealloc_pd";
-constexpr char kDestroyChannel[] = "ibv_destroy_comp_channel";
-constexpr char kDestroyCq[] = "ibv_destroy_cq";
-constexpr char kDeregMr[] = "ibv_dereg_mr";
-constexpr char kDestroyAh[] = "ibv_destroy_ah";
-constexpr char kDestroyQp[] = "ibv_destroy_qp";
-using ContextPtr =
-    std::unique_ptr<ibv_context, VerbsDestroyer<ibv_context, ibv_close_device, kCloseDevice>>;
-using PdPtr = std::unique_ptr<ibv_pd, VerbsDestroyer<ibv_pd, ibv_dealloc_pd, kDeallocPd>>;
-using ChannelPtr =
-    std::unique_ptr<ibv_comp_channel,
-                    VerbsDestroyer<ibv_comp_channel, ibv_destroy_comp_channel, kDestroyChannel>>;
-using CqPtr = std::unique_ptr<ibv_cq, VerbsDestroyer<ibv_cq, ibv_destroy_cq, kDestroyCq>>;
-using MrPtr = std::unique_ptr<ibv_mr, VerbsDestroyer<ibv_mr, ibv_dereg_mr, kDeregMr>>;
-using AhPtr = std::unique_ptr<ibv_ah, VerbsDestroyer<ibv_ah, ibv_destroy_ah, kDestroyAh>>;
-using QpPtr = std::unique_ptr<ibv_qp, VerbsDestroyer<ibv_qp, ibv_destroy_qp, kDestroyQp>>;
 
 // ---------------------------------------------------------------------------------------
 // Options
@@ -318,47 +155,14 @@ constexpr const char* kUsage =
     "\n"
     "Both ends of a connection must use the same --size and --iters.\n";
 
-std::optional<uint64_t> parseUint(std::string_view s, uint64_t min, uint64_t max) {
-  uint64_t v = 0;
-  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || end != s.data() + s.size() || v < min || v > max) return std::nullopt;
-  return v;
-}
-
 std::expected<Options, std::string> parseOptions(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      o.help = true;
-      return o;
-    }
-    if (!arg.starts_with("--")) return std::unexpected(format("unexpected argument '%s'", argv[i]));
-    std::string_view name = arg;
-    std::optional<std::string_view> inlineValue;
-    if (const auto eq = arg.find('='); eq != std::string_view::npos) {
-      name = arg.substr(0, eq);
-      inlineValue = arg.substr(eq + 1);
-    }
-    auto value = [&]() -> std::optional<std::string_view> {
-      if (inlineValue) return inlineValue;
-      if (i + 1 >= argc) return std::nullopt;
-      return std::string_view(argv[++i]);
-    };
-    auto number = [&](uint64_t min, uint64_t max) -> std::expected<uint64_t, std::string> {
-      const auto v = value();
-      if (!v) return std::unexpected(format("%.*s needs a value", int(name.size()), name.data()));
-      const auto n = parseUint(*v, min, max);
-      if (!n)
-        return std::unexpected(format("%.*s: '%.*s' is not a number in %llu..%llu",
-                                      int(name.size()), name.data(), int(v->size()), v->data(),
-                                      static_cast<unsigned long long>(min),
-                                      static_cast<unsigned long long>(max)));
-      return *n;
-    };
+  ArgReader args(argc, argv);
+  while (args.next()) {
+    const std::string_view name = args.name();
 #define NUMBER(field, min, max)                \
   do {                                         \
-    auto n = number(min, max);                 \
+    auto n = args.number(min, max);            \
     if (!n) return std::unexpected(n.error()); \
     field = static_cast<decltype(field)>(*n);  \
   } while (0)
@@ -370,16 +174,14 @@ std::expected<Options, std::string> parseOptions(int argc, char** argv) {
       NUMBER(o.peers, 1, 1024);
       o.peersGiven = true;
     } else if (name == "--connect") {
-      const auto v = value();
+      const auto v = args.value();
       if (!v || v->empty()) return std::unexpected(std::string("--connect needs HOST:PORT"));
-      const auto colon = v->rfind(':');
-      if (colon == std::string_view::npos || colon == 0 ||
-          !parseUint(v->substr(colon + 1), 1, 65535))
+      if (!isHostPort(*v))
         return std::unexpected(
             format("--connect: '%.*s' is not HOST:PORT", int(v->size()), v->data()));
       o.connect.emplace_back(*v);
     } else if (name == "--dev") {
-      const auto v = value();
+      const auto v = args.value();
       if (!v || v->empty()) return std::unexpected(std::string("--dev needs a device name"));
       o.dev = *v;
     } else if (name == "--gid-index") {
@@ -399,7 +201,7 @@ std::expected<Options, std::string> parseOptions(int argc, char** argv) {
     } else if (name == "--rnr-retry") {
       NUMBER(o.rnrRetry, 0, 7);
     } else if (name == "--poll") {
-      const auto v = value();
+      const auto v = args.value();
       if (v == "events")
         o.poll = PollMode::kEvents;
       else if (v == "busy")
@@ -413,6 +215,9 @@ std::expected<Options, std::string> parseOptions(int argc, char** argv) {
     }
 #undef NUMBER
   }
+  if (!args.error().empty()) return std::unexpected(args.error());
+  o.help = args.helpAsked();
+  if (o.help) return o;
   if (o.peersGiven && !o.listenPort) return std::unexpected(std::string("--peers needs --listen"));
   if (!o.listenPort && o.connect.empty())
     return std::unexpected(std::string("need --listen PORT or --connect HOST:PORT"));
@@ -459,62 +264,6 @@ std::optional<Mismatch> checkPattern(const uint8_t* got, size_t len, uint64_t ke
   }
   return std::nullopt;
 }
-
-// ---------------------------------------------------------------------------------------
-// Little-endian wire encoding for the TCP messages.
-
-class WireWriter {
- public:
-  explicit WireWriter(uint8_t* p) : p_(p) {}
-  void u8(uint8_t v) { p_[off_++] = v; }
-  void u16(uint16_t v) {
-    for (int i = 0; i < 2; ++i) u8(uint8_t(v >> (8 * i)));
-  }
-  void u32(uint32_t v) {
-    for (int i = 0; i < 4; ++i) u8(uint8_t(v >> (8 * i)));
-  }
-  void u64(uint64_t v) {
-    for (int i = 0; i < 8; ++i) u8(uint8_t(v >> (8 * i)));
-  }
-  void bytes(const uint8_t* b, size_t n) {
-    std::memcpy(p_ + off_, b, n);
-    off_ += n;
-  }
-  size_t size() const { return off_; }
-
- private:
-  uint8_t* p_;
-  size_t off_ = 0;
-};
-
-class WireReader {
- public:
-  explicit WireReader(const uint8_t* p) : p_(p) {}
-  uint8_t u8() { return p_[off_++]; }
-  uint16_t u16() {
-    uint16_t v = 0;
-    for (int i = 0; i < 2; ++i) v = uint16_t(v | uint16_t(u8()) << (8 * i));
-    return v;
-  }
-  uint32_t u32() {
-    uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) v |= uint32_t(u8()) << (8 * i);
-    return v;
-  }
-  uint64_t u64() {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= uint64_t(u8()) << (8 * i);
-    return v;
-  }
-  void bytes(uint8_t* b, size_t n) {
-    std::memcpy(b, p_ + off_, n);
-    off_ += n;
-  }
-
- private:
-  const uint8_t* p_;
-  size_t off_ = 0;
-};
 
 // What each side tells the other at setup. Ids are whatever the verbs calls returned.
 struct PeerInfo {
@@ -592,253 +341,25 @@ std::expected<PeerInfo, std::string> decodeInfo(const std::array<uint8_t, kInfoB
 }
 
 // ---------------------------------------------------------------------------------------
-// TCP helpers. Every wait is sliced so that a signal or another connection's failure ends it.
-
-Result<> sendAll(int fd, const void* data, size_t len) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  while (len > 0) {
-    const ssize_t n = ::send(fd, p, len, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return failure(format("send: %s", errnoText(errno).c_str()));
-    p += n;
-    len -= size_t(n);
-  }
-  return {};
-}
-
-Result<> recvAll(int fd, void* data, size_t len, Clock::time_point deadline, const char* what) {
-  auto* p = static_cast<uint8_t*>(data);
-  while (len > 0) {
-    if (gStop.load()) return stopped();
-    if (Clock::now() >= deadline)
-      return failure(format("timed out waiting for the peer's %s", what));
-    pollfd pfd{fd, POLLIN, 0};
-    const int r = ::poll(&pfd, 1, int(kSlice / 1ms));
-    if (r < 0 && errno != EINTR) return failure(format("poll: %s", errnoText(errno).c_str()));
-    if (r <= 0) continue;
-    const ssize_t n = ::recv(fd, p, len, MSG_DONTWAIT);
-    if (n == 0) return failure(format("peer closed the TCP connection before its %s", what));
-    if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
-      return failure(format("recv %s: %s", what, errnoText(errno).c_str()));
-    }
-    p += n;
-    len -= size_t(n);
-  }
-  return {};
-}
-
-void setNoDelay(int fd) {
-  const int one = 1;
-  (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
-Result<UniqueFd> listenOn(uint16_t port) {
-  // Dual-stack where the guest kernel has IPv6, plain IPv4 otherwise.
-  UniqueFd fd(::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  const int one = 1, zero = 0;
-  if (fd.get() >= 0) {
-    (void)::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-    (void)::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in6 a{};
-    a.sin6_family = AF_INET6;
-    a.sin6_addr = in6addr_any;
-    a.sin6_port = htons(port);
-    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-      if (errno != EADDRNOTAVAIL && errno != EAFNOSUPPORT)
-        return failure(format("bind port %u: %s", port, errnoText(errno).c_str()));
-      fd.reset();
-    }
-  }
-  if (fd.get() < 0) {
-    fd = UniqueFd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (fd.get() < 0) return failure(format("socket: %s", errnoText(errno).c_str()));
-    (void)::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_ANY);
-    a.sin_port = htons(port);
-    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
-      return failure(format("bind port %u: %s", port, errnoText(errno).c_str()));
-  }
-  if (::listen(fd.get(), 64) != 0) return failure(format("listen: %s", errnoText(errno).c_str()));
-  return fd;
-}
-
-Result<UniqueFd> acceptOne(int lfd, Clock::time_point deadline) {
-  for (;;) {
-    if (gStop.load()) return stopped();
-    if (Clock::now() >= deadline) return failure("timed out waiting for a peer to connect");
-    pollfd pfd{lfd, POLLIN, 0};
-    const int r = ::poll(&pfd, 1, int(kSlice / 1ms));
-    if (r < 0 && errno != EINTR) return failure(format("poll: %s", errnoText(errno).c_str()));
-    if (r <= 0) continue;
-    UniqueFd fd(::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC));
-    if (fd.get() < 0) {
-      if (errno == EINTR || errno == EAGAIN || errno == ECONNABORTED) continue;
-      return failure(format("accept: %s", errnoText(errno).c_str()));
-    }
-    setNoDelay(fd.get());
-    return fd;
-  }
-}
-
-// Connects, retrying while the peer is not listening yet (it may still be booting).
-Result<UniqueFd> connectTo(const std::string& hostPort, Clock::time_point deadline) {
-  const auto colon = hostPort.rfind(':');
-  std::string host = hostPort.substr(0, colon);
-  const std::string port = hostPort.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  std::string lastError = "no attempt";
-  while (!gStop.load() && Clock::now() < deadline) {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    if (const int g = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res); g != 0) {
-      lastError = format("getaddrinfo %s: %s", host.c_str(), ::gai_strerror(g));
-      if (g != EAI_AGAIN) return failure(lastError);
-    }
-    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-      UniqueFd fd(
-          ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol));
-      if (fd.get() < 0) {
-        lastError = format("socket: %s", errnoText(errno).c_str());
-        continue;
-      }
-      int err = 0;
-      if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0) {
-        err = errno;
-        if (err == EINPROGRESS) {
-          pollfd pfd{fd.get(), POLLOUT, 0};
-          const int r = ::poll(&pfd, 1, 2000);
-          socklen_t len = sizeof err;
-          if (r <= 0)
-            err = r == 0 ? ETIMEDOUT : errno;
-          else if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-            err = errno;
-        }
-      }
-      if (err == 0) {
-        const int flags = ::fcntl(fd.get(), F_GETFL);
-        (void)::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);
-        setNoDelay(fd.get());
-        ::freeaddrinfo(res);
-        return fd;
-      }
-      lastError = format("connect %s: %s", hostPort.c_str(), errnoText(err).c_str());
-    }
-    if (res) ::freeaddrinfo(res);
-    std::this_thread::sleep_for(250ms);
-  }
-  if (gStop.load()) return stopped();
-  return failure(lastError + " (gave up after " + std::to_string(kSetupTimeout / 1s) + " s)");
-}
-
-// ---------------------------------------------------------------------------------------
 // Device
-
-struct Device {
-  ContextPtr ctx;  // declared first: destroyed last
-  PdPtr pd;
-  std::string name;
-  uint8_t port = kPort;
-  int gidIndex = 0;
-  ibv_gid gid{};
-  uint16_t lid = 0;
-  ibv_mtu mtu = IBV_MTU_1024;
-  uint32_t maxMsgSize = 0;
-};
-
-bool isIpv4Mapped(const ibv_gid& g) {
-  static constexpr uint8_t kPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-  return std::memcmp(g.raw, kPrefix, sizeof kPrefix) == 0;
-}
-
-std::string gidText(const ibv_gid& g) {
-  char buf[INET6_ADDRSTRLEN];
-  if (!::inet_ntop(AF_INET6, g.raw, buf, sizeof buf)) return "?";
-  return buf;  // an IPv4-mapped GID prints as ::ffff:a.b.c.d
-}
 
 Result<std::unique_ptr<Device>> openDevice(const Options& opt) {
   auto dev = std::make_unique<Device>();
-  int n = 0;
-  ibv_device** list = ibv_get_device_list(&n);
-  if (!list) return failure(format("ibv_get_device_list: %s", errnoText(errno).c_str()));
-  ibv_device* chosen = nullptr;
-  for (int i = 0; i < n && !chosen; ++i)
-    if (opt.dev.empty() || opt.dev == ibv_get_device_name(list[i])) chosen = list[i];
-  if (!chosen) {
-    ibv_free_device_list(list);
-    return failure(opt.dev.empty() ? std::string("no RDMA device found (ibv_get_device_list)")
-                                   : format("RDMA device %s not found", opt.dev.c_str()));
-  }
-  dev->name = ibv_get_device_name(chosen);
-  dev->ctx.reset(ibv_open_device(chosen));
-  const int openErr = errno;
-  ibv_free_device_list(list);
-  if (!dev->ctx)
-    return failure(format("ibv_open_device %s: %s", dev->name.c_str(), errnoText(openErr).c_str()));
-
-  ibv_port_attr pa{};
-  if (const int rc = ibv_query_port(dev->ctx.get(), kPort, &pa); rc != 0)
-    return failure(
-        format("ibv_query_port %s %u: %s", dev->name.c_str(), kPort, errnoText(rc).c_str()));
-  if (pa.state != IBV_PORT_ACTIVE)
-    return failure(format("%s port %u is not active (%s)", dev->name.c_str(), kPort,
-                          ibv_port_state_str(pa.state)));
-  dev->lid = pa.lid;
-  dev->mtu = pa.active_mtu;
-  dev->maxMsgSize = pa.max_msg_sz;
-  if (opt.size > pa.max_msg_sz)
-    return failure(format("--size %u exceeds the port's max_msg_sz %u", opt.size, pa.max_msg_sz));
-
-  if (opt.gidIndex) {
-    if (int(*opt.gidIndex) >= pa.gid_tbl_len)
-      return failure(
-          format("--gid-index %u: port %u has %d GIDs", *opt.gidIndex, kPort, pa.gid_tbl_len));
-    if (ibv_query_gid(dev->ctx.get(), kPort, int(*opt.gidIndex), &dev->gid) != 0)
-      return failure(format("ibv_query_gid %u: %s", *opt.gidIndex, errnoText(errno).c_str()));
-    dev->gidIndex = int(*opt.gidIndex);
-  } else {
-    // RoCE v2 over IPv4 needs the IPv4-mapped entry; on rxe that is normally index 1, but the
-    // table order is the kernel's business, so look for it.
-    bool found = false;
-    for (int i = 0; i < pa.gid_tbl_len && !found; ++i) {
-      ibv_gid g{};
-      if (ibv_query_gid(dev->ctx.get(), kPort, i, &g) == 0 && isIpv4Mapped(g)) {
-        dev->gid = g;
-        dev->gidIndex = i;
-        found = true;
-      }
-    }
-    if (!found)
-      return failure(
-          format("%s port %u has no IPv4-mapped GID (is an IPv4 address configured?); "
-                 "use --gid-index",
-                 dev->name.c_str(), kPort));
-  }
-
-  dev->pd.reset(ibv_alloc_pd(dev->ctx.get()));
-  if (!dev->pd) return failure(format("ibv_alloc_pd: %s", errnoText(errno).c_str()));
+  TRY(openContext(*dev, opt.dev));
+  const auto pa = queryPort(*dev);
+  if (!pa) return std::unexpected(pa.error());
+  if (opt.size > pa->max_msg_sz)
+    return failure(format("--size %u exceeds the port's max_msg_sz %u", opt.size, pa->max_msg_sz));
+  TRY(selectGid(*dev, *pa, opt.gidIndex));
+  TRY(allocPd(*dev));
   return dev;
 }
 
 // ---------------------------------------------------------------------------------------
 // One connection
 
-// wr_id: the kind of work request in the top byte, an iteration or buffer slot below. Error
-// completions carry only status and wr_id (their opcode is undefined), so the failed
-// operation is named from the kind.
+// The kind of work request in a wr_id (makeWrId); the index is an iteration or a buffer slot.
 enum class WrKind : uint8_t { kRcSend = 1, kRcWrite, kRcRead, kRcRecv, kUdSend, kUdRecv };
-constexpr uint64_t kWrIndexMask = (1ull << 56) - 1;
-uint64_t makeWrId(WrKind kind, uint64_t index) {
-  return uint64_t(kind) << 56 | (index & kWrIndexMask);
-}
-WrKind wrKind(uint64_t id) { return static_cast<WrKind>(id >> 56); }
-uint64_t wrIndex(uint64_t id) { return id & kWrIndexMask; }
 const char* wrKindName(WrKind k) {
   switch (k) {
     case WrKind::kRcSend: return "SEND";
@@ -877,7 +398,6 @@ class Connection {
   Result<> iteration(uint64_t k);
   Result<> finish();
 
-  Result<MrPtr> registerBuffer(const Buffer& b, int access, const char* what);
   Result<QpPtr> createQp(ibv_qp_type type, uint32_t sendDepth, uint32_t recvDepth,
                          const char* what);
   Result<> modifyQp(ibv_qp* qp, ibv_qp_attr& attr, int mask, const char* what);
@@ -990,23 +510,9 @@ Result<> Connection::run() {
 
 // --- setup ------------------------------------------------------------------------------
 
-Result<MrPtr> Connection::registerBuffer(const Buffer& b, int access, const char* what) {
-  MrPtr mr(ibv_reg_mr(dev_.pd.get(), b.data(), b.size(), access));
-  if (!mr) return fail("ibv_reg_mr %s (%zu bytes): %s", what, b.size(), errnoText(errno).c_str());
-  return mr;
-}
-
 Result<QpPtr> Connection::createQp(ibv_qp_type type, uint32_t sendDepth, uint32_t recvDepth,
                                    const char* what) {
-  ibv_qp_init_attr init{};
-  init.send_cq = cq_.get();
-  init.recv_cq = cq_.get();
-  init.qp_type = type;
-  init.sq_sig_all = 1;
-  init.cap.max_send_wr = sendDepth;
-  init.cap.max_recv_wr = recvDepth;
-  init.cap.max_send_sge = 1;
-  init.cap.max_recv_sge = 1;
+  ibv_qp_init_attr init = qpInitAttr(cq_.get(), type, sendDepth, recvDepth, true);
   QpPtr qp(ibv_create_qp(dev_.pd.get(), &init));
   if (!qp) return fail("ibv_create_qp %s: %s", what, errnoText(errno).c_str());
   return qp;
@@ -1036,14 +542,7 @@ Result<> Connection::createResources() {
   }
 
   const size_t size = opt_.size;
-  struct Spec {
-    Buffer* buf;
-    MrPtr* mr;
-    size_t bytes;
-    int access;
-    const char* what;
-  };
-  const Spec specs[] = {
+  const BufferSpec specs[] = {
       {&sendSrc_, &sendSrcMr_, size, 0, "send source"},
       {&writeSrc_, &writeSrcMr_, size, 0, "write source"},
       {&writeTarget_, &writeTargetMr_, size, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
@@ -1055,14 +554,8 @@ Result<> Connection::createResources() {
        "UD receive ring"},
       {&udSend_, &udSendMr_, kUdSendSlots * kUdDataBytes, 0, "UD send slots"},
   };
-  for (const Spec& s : specs) {
-    auto b = Buffer::create(s.bytes);
-    if (!b) return fail("%s: %s", s.what, b.error().reason.c_str());
-    *s.buf = std::move(*b);
-    auto mr = registerBuffer(*s.buf, s.access, s.what);
-    if (!mr) return std::unexpected(mr.error());
-    *s.mr = std::move(*mr);
-  }
+  if (auto r = createRegistered(dev_.pd.get(), specs); !r)
+    return fail("%s", r.error().reason.c_str());
 
   auto rc = createQp(IBV_QPT_RC, kRcSendDepth, kRcRecvDepth, "RC");
   if (!rc) return std::unexpected(rc.error());
@@ -1095,13 +588,9 @@ Result<> Connection::createResources() {
 
 // Both QPs to INIT and every receive posted, before the peer learns our QPNs.
 Result<> Connection::toInit() {
-  ibv_qp_attr a{};
-  a.qp_state = IBV_QPS_INIT;
-  a.pkey_index = 0;
-  a.port_num = dev_.port;
-  a.qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
-  TRY(modifyQp(rcQp_.get(), a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS,
-               "RC RESET->INIT"));
+  ibv_qp_attr a = rcInitAttr(
+      dev_.port, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ);
+  TRY(modifyQp(rcQp_.get(), a, kRcInitMask, "RC RESET->INIT"));
   ibv_qp_attr u{};
   u.qp_state = IBV_QPS_INIT;
   u.pkey_index = 0;
@@ -1119,8 +608,8 @@ Result<> Connection::exchange() {
   if (auto r = sendAll(sock_.get(), out.data(), out.size()); !r)
     return fail("%s", r.error().reason.c_str());
   std::array<uint8_t, kInfoBytes> in{};
-  if (auto r =
-          recvAll(sock_.get(), in.data(), in.size(), Clock::now() + kSetupTimeout, "setup message");
+  if (auto r = recvAll(sock_.get(), in.data(), in.size(), Clock::now() + kSetupTimeout,
+                       "setup message", gStop);
       !r)
     return r.error().stopped ? stopped() : fail("%s", r.error().reason.c_str());
   auto decoded = decodeInfo(in);
@@ -1146,41 +635,12 @@ Result<> Connection::exchange() {
 }
 
 Result<> Connection::toRts() {
-  ibv_ah_attr ah{};
-  ah.is_global = 1;  // RoCE: addressing is by GID, the GRH is mandatory
-  ah.grh.dgid = peer_.gid;
-  ah.grh.sgid_index = uint8_t(dev_.gidIndex);
-  ah.grh.hop_limit = kHopLimit;
-  ah.grh.flow_label = 0;
-  ah.grh.traffic_class = 0;
-  ah.dlid = peer_.lid;  // 0 on RoCE
-  ah.sl = 0;
-  ah.src_path_bits = 0;
-  ah.port_num = dev_.port;
-
-  ibv_qp_attr a{};
-  a.qp_state = IBV_QPS_RTR;
-  a.path_mtu = std::min(dev_.mtu, static_cast<ibv_mtu>(peer_.mtu));
-  a.dest_qp_num = peer_.rcQpn;
-  a.rq_psn = peer_.rcPsn;
-  a.max_dest_rd_atomic = 1;  // responder resources for the peer's RDMA READ
-  a.min_rnr_timer = 12;      // 0.64 ms
-  a.ah_attr = ah;
-  TRY(modifyQp(rcQp_.get(), a,
-               IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
-                   IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER,
-               "RC INIT->RTR"));
-  a = ibv_qp_attr{};
-  a.qp_state = IBV_QPS_RTS;
-  a.sq_psn = local_.rcPsn;
-  a.timeout = uint8_t(opt_.timeout);
-  a.retry_cnt = uint8_t(opt_.retryCnt);
-  a.rnr_retry = uint8_t(opt_.rnrRetry);
-  a.max_rd_atomic = 1;  // our one outstanding RDMA READ
-  TRY(modifyQp(rcQp_.get(), a,
-               IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
-                   IBV_QP_MAX_QP_RD_ATOMIC,
-               "RC RTR->RTS"));
+  ibv_ah_attr ah = roceAhAttr(dev_, peer_.gid, peer_.lid);
+  ibv_qp_attr a = rcRtrAttr(ah, dev_.mtu, peer_.mtu, peer_.rcQpn, peer_.rcPsn);
+  TRY(modifyQp(rcQp_.get(), a, kRcRtrMask, "RC INIT->RTR"));
+  a = rcRtsAttr(local_.rcPsn, uint8_t(opt_.timeout), uint8_t(opt_.retryCnt),
+                uint8_t(opt_.rnrRetry));
+  TRY(modifyQp(rcQp_.get(), a, kRcRtsMask, "RC RTR->RTS"));
 
   ibv_qp_attr u{};
   u.qp_state = IBV_QPS_RTR;
@@ -1205,7 +665,8 @@ Result<> Connection::readyBarrier() {
   if (auto r = sendAll(sock_.get(), out, sizeof out); !r)
     return fail("%s", r.error().reason.c_str());
   uint8_t in[8];
-  if (auto r = recvAll(sock_.get(), in, sizeof in, Clock::now() + kSetupTimeout, "ready message");
+  if (auto r = recvAll(sock_.get(), in, sizeof in, Clock::now() + kSetupTimeout, "ready message",
+                       gStop);
       !r)
     return r.error().stopped ? stopped() : fail("%s", r.error().reason.c_str());
   WireReader rd(in);
@@ -1242,31 +703,18 @@ Result<> Connection::postRc(WrKind kind, ibv_wr_opcode op, const Buffer& src, co
 }
 
 Result<> Connection::postRcRecv(uint64_t slot) {
-  ibv_sge sge{};
-  sge.addr = reinterpret_cast<uintptr_t>(rcRecv_.data() + slot * opt_.size);
-  sge.length = opt_.size;
-  sge.lkey = rcRecvMr_->lkey;
-  ibv_recv_wr wr{};
-  wr.wr_id = makeWrId(WrKind::kRcRecv, slot);
-  wr.sg_list = &sge;
-  wr.num_sge = 1;
-  ibv_recv_wr* bad = nullptr;
-  if (const int rc = ibv_post_recv(rcQp_.get(), &wr, &bad); rc != 0)
+  if (const int rc = postRecv(rcQp_.get(), rcRecv_.data() + slot * opt_.size, opt_.size,
+                              rcRecvMr_->lkey, makeWrId(WrKind::kRcRecv, slot));
+      rc != 0)
     return fail("ibv_post_recv RC: %s", errnoText(rc).c_str());
   return {};
 }
 
 Result<> Connection::postUdRecv(uint64_t slot) {
-  ibv_sge sge{};
-  sge.addr = reinterpret_cast<uintptr_t>(udRecv_.data() + slot * kUdRecvSlotBytes);
-  sge.length = kUdRecvSlotBytes;  // GRH + payload
-  sge.lkey = udRecvMr_->lkey;
-  ibv_recv_wr wr{};
-  wr.wr_id = makeWrId(WrKind::kUdRecv, slot);
-  wr.sg_list = &sge;
-  wr.num_sge = 1;
-  ibv_recv_wr* bad = nullptr;
-  if (const int rc = ibv_post_recv(udQp_.get(), &wr, &bad); rc != 0)
+  // GRH + payload
+  if (const int rc = postRecv(udQp_.get(), udRecv_.data() + slot * kUdRecvSlotBytes,
+                              kUdRecvSlotBytes, udRecvMr_->lkey, makeWrId(WrKind::kUdRecv, slot));
+      rc != 0)
     return fail("ibv_post_recv UD: %s", errnoText(rc).c_str());
   return {};
 }
@@ -1411,12 +859,9 @@ Result<> Connection::pump(Clock::duration maxWait) {
 }
 
 Result<> Connection::handle(const ibv_wc& wc) {
-  const WrKind kind = wrKind(wc.wr_id);
+  const auto kind = wrKind<WrKind>(wc.wr_id);
   const uint64_t index = wrIndex(wc.wr_id);
-  if (wc.status != IBV_WC_SUCCESS)
-    return fail("%s completion: %s (status %d, wr_id 0x%llx, vendor_err 0x%x)", wrKindName(kind),
-                ibv_wc_status_str(wc.status), int(wc.status),
-                static_cast<unsigned long long>(wc.wr_id), wc.vendor_err);
+  if (wc.status != IBV_WC_SUCCESS) return fail("%s", wcErrorText(wc, wrKindName(kind)).c_str());
   switch (kind) {
     case WrKind::kRcSend:
     case WrKind::kRcWrite:
@@ -1709,7 +1154,7 @@ int runWorkload(const Options& opt) {
       // find a listener (the kernel completes the handshake before we accept()).
       UniqueFd lfd;
       if (opt.listenPort) {
-        auto l = listenOn(*opt.listenPort);
+        auto l = listenOn(*opt.listenPort, 64);
         if (!l)
           recordFailure(l.error().reason);
         else
@@ -1717,7 +1162,7 @@ int runWorkload(const Options& opt) {
       }
       for (const std::string& hp : opt.connect) {
         if (gStop.load()) break;
-        auto fd = connectTo(hp, deadline);
+        auto fd = connectTo(hp, deadline, gStop);
         if (!fd) {
           if (!fd.error().stopped)
             recordFailure(format("conn %d setup: %s", index, fd.error().reason.c_str()));
@@ -1727,7 +1172,7 @@ int runWorkload(const Options& opt) {
                              std::move(*fd));
       }
       for (uint32_t i = 0; lfd.get() >= 0 && i < opt.peers && !gStop.load(); ++i) {
-        auto fd = acceptOne(lfd.get(), deadline);
+        auto fd = acceptOne(lfd.get(), deadline, "timed out waiting for a peer to connect", gStop);
         if (!fd) {
           if (!fd.error().stopped)
             recordFailure(format("conn %d setup: %s", index, fd.error().reason.c_str()));
@@ -1759,24 +1204,12 @@ int runWorkload(const Options& opt) {
 
 }  // namespace
 
+// A verbs object that cannot be destroyed fails the run.
+void vmckpt::ibw::onCleanupFailure(const std::string& what) { recordFailure("cleanup: " + what); }
+
 int main(int argc, char** argv) {
-  auto opt = parseOptions(argc, argv);
-  if (!opt) {
-    std::fprintf(stderr, "%s: %s (see --help)\n", kProg, opt.error().c_str());
-    return 1;
-  }
-  if (opt->help) {
-    std::fputs(kUsage, stdout);
-    return 0;
-  }
-  struct sigaction sa {};
-  sa.sa_handler = onSignal;
-  sigemptyset(&sa.sa_mask);
-  // SA_RESTART keeps library calls (libibverbs commands) from failing with EINTR; our own
-  // waits are poll() slices, which return early anyway and recheck the flag.
-  sa.sa_flags = SA_RESTART;
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const auto opt = parseOptions(argc, argv);
+  if (const auto code = exitForCommandLine(opt, kProg, kUsage)) return *code;
+  installSignalHandlers(onSignal);
   return runWorkload(*opt);
 }
