@@ -266,6 +266,10 @@ TEST_F(IbGuestTest, ShortRetryCountSeesNoOutageAcrossGroupSnapshotAndRestore) {
     EXPECT_EQ(r["id"], id) << "--group by name must take the newest group snapshot";
     note(cat("restored together: members continued within ", r["resume_spread_ms"].dump(), " ms"));
   }
+  // A group is restored whole, from one group snapshot: a subset, or a group that does
+  // not exist, is refused in one line before anything stops.
+  vmckpt::test::expectOneLineError(vmckpt({"restore", "ib1", "--group", "job"}), "name exactly those");
+  vmckpt::test::expectOneLineError(vmckpt({"restore", "ib1", "ib2", "--group", "nosuchjob"}), "no snapshot of group");
   for (const auto& vm : vms) {
     ASSERT_TRUE(waitFor(vm, [](const std::string& c) { return passed(current(c)); }, 300s))
         << vm << ": " << failure(current(console(vm))) << "\n" << current(console(vm));

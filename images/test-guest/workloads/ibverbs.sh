@@ -4,8 +4,11 @@
 # a verbs program with the arguments of vmckpt.ib=ARGS (commas for spaces):
 # vmckpt-ib-workload by default, vmckpt-ib-perf with vmckpt.ibtool=perf. With
 # vmckpt.ibpreload=1 it runs under the interposer (LD_PRELOAD=libvmckpt-ib.so), which
-# registers with the agent as the plugin "ib". Prints "ibverbs: link NAME on NETDEV" for
-# each link, then the program's own output, then "ibverbs: exit STATUS".
+# registers with the agent as the plugin "ib". Several runs, one after the other: ARGS
+# separated by '+'; a run whose ARGS start with "@pre," runs under the interposer, one
+# starting with "@native," without it, whatever vmckpt.ibpreload says. Prints
+# "ibverbs: link NAME on NETDEV" for each link, then for each run "ibverbs: run K native"
+# (or "preload"), the program's own output and "ibverbs: exit STATUS".
 lib=/usr/lib/x86_64-linux-gnu/libvmckpt-ib.so
 if [ ! -x /bin/rdma ] || [ ! -e "$lib" ]; then
     echo "ibverbs: rdma-core or libvmckpt-ib.so is not in this image (the InfiniBand test guest has them)"
@@ -36,17 +39,38 @@ for link in $links; do
         exit 1
     fi
 done
-# shellcheck disable=SC2086 # split on the commas on purpose
-set -- $args
 unset IFS
 set +f
 case $tool in
     workload | perf) program=/bin/vmckpt-ib-$tool ;;
     *) echo "ibverbs: unknown tool '$tool'"; exit 1 ;;
 esac
-if [ "$preload" = 1 ]; then
-    LD_PRELOAD=$lib "$program" "$@"
-else
-    "$program" "$@"
-fi
-echo "ibverbs: exit $?"
+status=0
+k=0
+set -f
+IFS=+
+for run in $args; do
+    unset IFS
+    k=$((k + 1))
+    mode=$preload
+    case $run in
+        @pre,*) mode=1; run=${run#@pre,} ;;
+        @native,*) mode=0; run=${run#@native,} ;;
+    esac
+    IFS=,
+    # shellcheck disable=SC2086 # split on the commas on purpose
+    set -- $run
+    unset IFS
+    if [ "$mode" = 1 ]; then
+        echo "ibverbs: run $k preload"
+        LD_PRELOAD=$lib "$program" "$@"
+    else
+        echo "ibverbs: run $k native"
+        "$program" "$@"
+    fi
+    status=$?
+    echo "ibverbs: exit $status"
+    IFS=+
+done
+unset IFS
+exit $status

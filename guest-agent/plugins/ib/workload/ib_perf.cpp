@@ -142,7 +142,7 @@ constexpr const char* kUsage =
     "  --dev NAME           RDMA device (default: the first one)\n"
     "  --gid-index N        GID index (default: the first IPv4-mapped GID of port 1)\n"
     "  --test lat|bw        latency or bandwidth (default lat)\n"
-    "  --size N[,N...]      message sizes in bytes, up to 16, each 1..8388608 (default 8)\n"
+    "  --size N[,N...]      message sizes in bytes (',' or ':' between), up to 16, each 1..8388608 (default 8)\n"
     "  --iters N            measured iterations per size (default 1000 lat, 2000 bw)\n"
     "  --warmup N           unmeasured iterations before them (default 100)\n"
     "  --window N           bw: RDMA WRITEs kept outstanding, 1..4096 (default 16)\n"
@@ -191,7 +191,8 @@ std::expected<Options, std::string> parseOptions(int argc, char** argv) {
       o.sizes.clear();
       std::string_view rest = *v;
       for (;;) {
-        const auto comma = rest.find(',');
+        // ',' or ':' between sizes (':' where commas are taken, as on a kernel command line)
+        const auto comma = rest.find_first_of(",:");
         const std::string_view item = rest.substr(0, comma);
         const auto n = ibw::parseUint(item, 1, kMaxSize);
         if (!n)
