@@ -266,6 +266,21 @@ TEST_F(IbGuestTest, ShortRetryCountSeesNoOutageAcrossGroupSnapshotAndRestore) {
     EXPECT_EQ(r["id"], id) << "--group by name must take the newest group snapshot";
     note(cat("restored together: members continued within ", r["resume_spread_ms"].dump(), " ms"));
   }
+  // A device map naming another device: the interposer cannot rebuild there yet, says so
+  // through the agent, and the application goes on with the device it has.
+  {
+    CliRun snap = vmckpt({"snapshot", "ib1", "ib2", "--group", "job", "--agent", "required", "--json"});
+    ASSERT_EQ(snap.code, 0) << snap.err;
+    for (int pid : qemuPids()) ASSERT_EQ(::kill(pid, SIGKILL), 0);
+    for (int i = 0; i < 100 && !qemuPids().empty(); ++i) std::this_thread::sleep_for(50ms);
+    CliRun rest = vmckpt({"restore", "ib1", "ib2", "--group", "job", "--map", "ib=rxe9", "--json"});
+    ASSERT_EQ(rest.code, 0) << rest.err;
+    for (const auto& m : rest.json()["members"]) {
+      ASSERT_TRUE(m["agent_note"].is_string()) << rest.out;
+      EXPECT_NE(m["agent_note"].get<std::string>().find("not implemented yet"), std::string::npos) << rest.out;
+    }
+  }
+
   // A group is restored whole, from one group snapshot: a subset, or a group that does
   // not exist, is refused in one line before anything stops.
   vmckpt::test::expectOneLineError(vmckpt({"restore", "ib1", "--group", "job"}), "name exactly those");

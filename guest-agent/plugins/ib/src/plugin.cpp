@@ -4,13 +4,14 @@
 //   PRESUSPEND     gate new posts and drain every send queue (drain.hpp)
 //   PRECHECKPOINT  done; the device stays open (see below)
 //   RESUME         reopen the gate
-//   RESTART        reopen the gate when the device map keeps this device
+//   RESTART        reopen the gate; fail (saying so) when the device map names another device
 //
 // What is not built yet: tearing the device objects down before capture and rebuilding
 // them after a restore (another device, new ids, the job-wide key-value exchange). On
 // soft-RoCE the device's state is kernel memory of the guest, which the snapshot
 // captures with everything else, so a drained process continues correctly without a
-// rebuild; a RESTART whose device map names another device fails with that reason.
+// rebuild; a RESTART whose device map names another device fails with that reason,
+// and the process goes on with the device it has.
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -56,16 +57,19 @@ vmckpt_result restart(const char* deviceMapJson, char* reason, size_t len) {
     auto map = nlohmann::json::parse(deviceMapJson, nullptr, false);
     if (map.is_object() && map.contains("ib") && map["ib"].is_string()) wanted = map["ib"].get<std::string>();
   }
+  // Posts resume either way: the objects are the ones captured with the guest (on rxe,
+  // kernel memory restored with it), and a gate left closed would hang the application.
+  gate().open();
   if (!wanted.empty()) {
     for (const std::string& name : openDevices()) {
       if (name != wanted) {
         return failWith(reason, len,
                         "RESTART: the device map asks for '" + wanted + "' instead of '" + name +
-                            "'; rebuilding verbs objects on another device is not implemented yet");
+                            "'; rebuilding verbs objects on another device is not implemented yet, so this "
+                            "process goes on with '" + name + "'");
       }
     }
   }
-  gate().open();
   return VMCKPT_DONE;
 }
 
