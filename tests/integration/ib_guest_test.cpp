@@ -91,6 +91,17 @@ class IbGuestTest : public vmckpt::test::VmckptTest {
     ASSERT_EQ(c.code, 0) << c.err;
   }
 
+  // Each guest's failure line, if any: a guest fails when its peer did.
+  std::string everyFailure(const std::vector<std::string>& vms) {
+    std::string out;
+    for (const auto& vm : vms) {
+      const std::string f = failure(console(vm));
+      if (!f.empty()) out += "\n" + vm + ": " + f;
+      for (const auto& l : tagged(console(vm), "vmckpt-ib-workload")) out += "\n" + vm + ": " + l;
+    }
+    return out;
+  }
+
   Clock::time_point t0_ = Clock::now();
 };
 
@@ -139,7 +150,7 @@ TEST_P(IbJobTest, WorkloadCompletesAcrossGroupSnapshotsKillsAndRestores) {
     const int target = last + 5 + static_cast<int>(rng() % 26);
     for (const auto& vm : vms)
       ASSERT_TRUE(waitFor(vm, [&](const std::string& c) { return lastIter(current(c)) >= target; }, 300s))
-          << vm << " (cycle " << cycle << "): " << current(console(vm));
+          << vm << " (cycle " << cycle << "): " << current(console(vm)) << everyFailure(vms);
     // The workloads registered with their agents as the plugin "ib".
     if (cycle == 1) {
       for (const auto& vm : vms) {
