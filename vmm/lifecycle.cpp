@@ -276,19 +276,25 @@ Result<Transition> VmManager::transition(const std::string& name, bool toPaused,
   t.event = ev->name;
   t.elapsedMs = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   client = std::unexpected(Error(Errc::internal, "closed"));  // free the QMP socket for status
-  if (!toPaused && sendRestored) {
-    VmRecord rec = loadRecord(p);
-    if (rec.pendingRestored) {  // the first run after a `restore --paused`
-      auto r = agent::notifyRestored(p.agentSocket, Json(held->spec.deviceMap), 10s);
-      if (!r) log::warn("VM ", name, " runs, but its guest agent did not take 'restored': ", r.error().message());
-      rec.pendingRestored = false;
-      VMCKPT_TRY(saveRecord(p, rec));
-    }
+  if (!toPaused && sendRestored) {  // the first run after a `restore --paused`
+    auto sent = deliverPendingRestored(*held);
+    if (!sent) return fail(sent.error());
+    if (sent->has_value() && !**sent)
+      log::warn("VM ", name, " runs, but its guest agent did not take 'restored': ", (*sent)->error().message());
   }
   auto after = statusLocked(name, spec);
   if (!after) return fail(after.error());
   t.status = std::move(*after);
   return t;
+}
+
+Result<std::optional<Status>> VmManager::deliverPendingRestored(const Held& held) {
+  VmRecord rec = loadRecord(held.paths);
+  if (!rec.pendingRestored) return std::optional<Status>();
+  Status r = agent::notifyRestored(held.paths.agentSocket, Json(held.spec.deviceMap), 10s);
+  rec.pendingRestored = false;
+  VMCKPT_TRY(saveRecord(held.paths, rec));
+  return std::optional<Status>(std::move(r));
 }
 
 Result<Transition> VmManager::pause(const std::string& name) { return transition(name, true); }

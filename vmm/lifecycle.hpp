@@ -308,6 +308,9 @@ class VmManager {
   RecoveryReport recoverLocked(const Held& held);
   Result<VmStatus> statusLocked(const std::string& name, const VmSpec& spec);
   Result<Transition> transition(const std::string& name, bool toPaused, bool sendRestored = true);
+  // Sends the agent the 'restored' a `restore --paused` left pending (then clears it):
+  // nullopt when none was pending, else the agent's answer.
+  Result<std::optional<Status>> deliverPendingRestored(const Held& held);
 
   StoreRoot root_;
   RecoveryReport lastRecovery_;  // of the latest lockVm

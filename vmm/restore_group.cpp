@@ -9,10 +9,8 @@
 
 #include "common/log.hpp"
 #include "common/strings.hpp"
-#include "vmm/agent/agent_client.hpp"
 #include "vmm/lifecycle.hpp"
 #include "vmm/store/catalog.hpp"
-#include "vmm/vm_record.hpp"
 
 namespace vmckpt::vmm {
 
@@ -102,16 +100,15 @@ Result<GroupRestoreResult> VmManager::restoreGroup(const std::vector<std::string
   for (auto& m : out.members) {
     auto held = lockVm(m.vm);
     if (!held) return fail(held.error().context("restore --group"));
-    VmRecord rec = loadRecord(held->paths);
-    if (!rec.pendingRestored) continue;
     const auto ta = GroupClock::now();
-    if (auto r = agent::notifyRestored(held->paths.agentSocket, Json(held->spec.deviceMap), std::chrono::seconds(10)); !r) {
-      m.agentNote = cat("the guest runs, but its agent did not take 'restored' (plugins not restarted): ", r.error().message());
+    auto sent = deliverPendingRestored(*held);
+    if (!sent) return fail(sent.error());
+    if (sent->has_value() && !**sent) {
+      m.agentNote = cat("the guest runs, but its agent did not take 'restored' (plugins not restarted): ",
+                        (*sent)->error().message());
       log::warn("VM ", m.vm, ": ", m.agentNote);
     }
     m.agentMs = msSince(ta);
-    rec.pendingRestored = false;
-    VMCKPT_TRY(saveRecord(held->paths, rec));
   }
   out.totalMs = msSince(t0);
   return out;

@@ -54,18 +54,20 @@ bool sendNeedsCopy(const ibv_send_wr* wr, ibv_qp_type type, const Translation& t
   return false;
 }
 
-// Translates a send chain into `out`; a UD request whose AH is not ours fails EINVAL.
-int copySend(const ibv_send_wr* wr, const ShadowQp& qp, const Translation& t, WrCopy<ibv_send_wr>& out) {
+// Copies a work request chain (send or receive) into `out`, relinked, with every sge's
+// lkey translated.
+template <typename Wr>
+void copyChain(const Wr* wr, const Translation& t, WrCopy<Wr>& out) {
   size_t n = 0, nsge = 0;
-  for (const ibv_send_wr* w = wr; w != nullptr; w = w->next) {
+  for (const Wr* w = wr; w != nullptr; w = w->next) {
     ++n;
     if (w->num_sge > 0) nsge += static_cast<size_t>(w->num_sge);
   }
   out.wrs.resize(n);
   out.sges.resize(nsge);
   size_t i = 0, s = 0;
-  for (const ibv_send_wr* w = wr; w != nullptr; w = w->next, ++i) {
-    ibv_send_wr& c = out.wrs[i];
+  for (const Wr* w = wr; w != nullptr; w = w->next, ++i) {
+    Wr& c = out.wrs[i];
     c = *w;
     c.next = i + 1 < n ? &out.wrs[i + 1] : nullptr;
     if (w->num_sge > 0) {
@@ -75,24 +77,31 @@ int copySend(const ibv_send_wr* wr, const ShadowQp& qp, const Translation& t, Wr
         out.sges[s].lkey = t.lkey.toReal(w->sg_list[k].lkey);
       }
     }
-    switch (w->opcode) {
+  }
+}
+
+// Translates a send chain into `out`; a UD request whose AH is not ours fails EINVAL.
+int copySend(const ibv_send_wr* wr, const ShadowQp& qp, const Translation& t, WrCopy<ibv_send_wr>& out) {
+  copyChain(wr, t, out);
+  for (ibv_send_wr& c : out.wrs) {
+    switch (c.opcode) {
       case IBV_WR_RDMA_WRITE:
       case IBV_WR_RDMA_WRITE_WITH_IMM:
       case IBV_WR_RDMA_READ:
-        c.wr.rdma.rkey = t.rkey.toReal(w->wr.rdma.rkey);
+        c.wr.rdma.rkey = t.rkey.toReal(c.wr.rdma.rkey);
         break;
       case IBV_WR_ATOMIC_CMP_AND_SWP:
       case IBV_WR_ATOMIC_FETCH_AND_ADD:
-        c.wr.atomic.rkey = t.rkey.toReal(w->wr.atomic.rkey);
+        c.wr.atomic.rkey = t.rkey.toReal(c.wr.atomic.rkey);
         break;
       default:
         break;
     }
     if (qp.pub.qp_type == IBV_QPT_UD) {
-      ShadowAh* ah = fromAh(w->wr.ud.ah);
+      ShadowAh* ah = fromAh(c.wr.ud.ah);
       if (ah == nullptr) return EINVAL;
       c.wr.ud.ah = ah->real;
-      c.wr.ud.remote_qpn = t.qpn.toReal(w->wr.ud.remote_qpn);
+      c.wr.ud.remote_qpn = t.qpn.toReal(c.wr.ud.remote_qpn);
     }
   }
   return 0;
@@ -112,7 +121,6 @@ int postSend(ibv_qp* qp, ibv_send_wr* wr, ibv_send_wr** bad) {
   GatePass pass(gate());
   ibv_qp* r = s->real;
   const Translation& t = translation();
-  s->pd->ctx->posts.fetch_add(1, std::memory_order_relaxed);
   if (!sendNeedsCopy(wr, s->pub.qp_type, t)) return r->context->ops.post_send(r, wr, bad);
   WrCopy<ibv_send_wr> copy;
   if (int err = copySend(wr, *s, t, copy); err != 0) {
@@ -131,25 +139,7 @@ int postRecvChain(ibv_recv_wr* wr, ibv_recv_wr** bad, Post&& post) {
   const Translation& t = translation();
   if (t.lkey.empty()) return post(wr, bad);
   WrCopy<ibv_recv_wr> copy;
-  size_t n = 0, nsge = 0;
-  for (ibv_recv_wr* w = wr; w != nullptr; w = w->next) {
-    ++n;
-    if (w->num_sge > 0) nsge += static_cast<size_t>(w->num_sge);
-  }
-  copy.wrs.resize(n);
-  copy.sges.resize(nsge);
-  size_t i = 0, s = 0;
-  for (ibv_recv_wr* w = wr; w != nullptr; w = w->next, ++i) {
-    copy.wrs[i] = *w;
-    copy.wrs[i].next = i + 1 < n ? &copy.wrs[i + 1] : nullptr;
-    if (w->num_sge > 0) {
-      copy.wrs[i].sg_list = &copy.sges[s];
-      for (int k = 0; k < w->num_sge; ++k, ++s) {
-        copy.sges[s] = w->sg_list[k];
-        copy.sges[s].lkey = t.lkey.toReal(w->sg_list[k].lkey);
-      }
-    }
-  }
+  copyChain(wr, t, copy);
   ibv_recv_wr* badCopy = nullptr;
   int rc = post(copy.wrs.data(), &badCopy);
   if (rc != 0 && bad != nullptr) *bad = originalAt(wr, copy.wrs.data(), badCopy);
@@ -161,7 +151,6 @@ int postRecv(ibv_qp* qp, ibv_recv_wr* wr, ibv_recv_wr** bad) {
   if (s == nullptr) return EINVAL;
   GatePass pass(gate());
   ibv_qp* r = s->real;
-  s->pd->ctx->posts.fetch_add(1, std::memory_order_relaxed);
   return postRecvChain(wr, bad, [r](ibv_recv_wr* w, ibv_recv_wr** b) { return r->context->ops.post_recv(r, w, b); });
 }
 
@@ -170,14 +159,18 @@ int postSrqRecv(ibv_srq* srq, ibv_recv_wr* wr, ibv_recv_wr** bad) {
   if (s == nullptr) return EINVAL;
   GatePass pass(gate());
   ibv_srq* r = s->real;
-  s->pd->ctx->posts.fetch_add(1, std::memory_order_relaxed);
   return postRecvChain(wr, bad, [r](ibv_recv_wr* w, ibv_recv_wr** b) { return r->context->ops.post_srq_recv(r, w, b); });
 }
 
-void completionToVirtual(ibv_wc& wc, const Translation& t) {
-  wc.qp_num = t.qpn.toVirtual(wc.qp_num);
-  wc.src_qp = t.qpn.toVirtual(wc.src_qp);
-  wc.slid = t.lid.toVirtual(wc.slid);
+// Moves up to n - got completions from the backlog to wc[got...]; returns the new got.
+// The caller holds the backlog mutex.
+int takeBacklog(ShadowCq& s, ibv_wc* wc, int n, int got) {
+  while (got < n && !s.backlog.empty()) {
+    wc[got++] = s.backlog.front();
+    s.backlog.erase(s.backlog.begin());
+  }
+  if (s.backlog.empty()) s.has_backlog.store(false, std::memory_order_release);
+  return got;
 }
 
 int pollCq(ibv_cq* cq, int n, ibv_wc* wc) {
@@ -186,11 +179,7 @@ int pollCq(ibv_cq* cq, int n, ibv_wc* wc) {
   int got = 0;
   if (s->has_backlog.load(std::memory_order_acquire)) {
     std::lock_guard lock(s->backlog_mutex);
-    while (got < n && !s->backlog.empty()) {
-      wc[got++] = s->backlog.front();
-      s->backlog.erase(s->backlog.begin());
-    }
-    if (s->backlog.empty()) s->has_backlog.store(false, std::memory_order_release);
+    got = takeBacklog(*s, wc, n, got);
     if (got == n) return got;
   }
   ibv_cq* r = s->real;
@@ -199,11 +188,7 @@ int pollCq(ibv_cq* cq, int n, ibv_wc* wc) {
     // The drain polls this CQ too: serialize with it so no completion overtakes one
     // it has put into the backlog.
     std::lock_guard lock(s->backlog_mutex);
-    while (got < n && !s->backlog.empty()) {
-      wc[got++] = s->backlog.front();
-      s->backlog.erase(s->backlog.begin());
-    }
-    if (s->backlog.empty()) s->has_backlog.store(false, std::memory_order_release);
+    got = takeBacklog(*s, wc, n, got);
     if (got < n) more = r->context->ops.poll_cq(r, n - got, wc + got);
   } else {
     more = r->context->ops.poll_cq(r, n - got, wc + got);
@@ -216,8 +201,7 @@ int pollCq(ibv_cq* cq, int n, ibv_wc* wc) {
   more = kept - got;
   const Translation& t = translation();
   if (!t.qpn.empty() || !t.lid.empty())
-    for (int i = got; i < got + more; ++i) completionToVirtual(wc[i], t);
-  s->ctx->polls.fetch_add(static_cast<uint64_t>(more), std::memory_order_relaxed);
+    for (int i = got; i < got + more; ++i) t.completionToVirtual(wc[i]);
   return got + more;
 }
 

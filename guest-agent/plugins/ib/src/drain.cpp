@@ -47,9 +47,7 @@ int pollIntoBacklog(ShadowCq& cq) {
     const Translation& t = translation();
     for (int i = 0; i < n; ++i) {
       if (consumeMarker(wc[i])) continue;
-      wc[i].qp_num = t.qpn.toVirtual(wc[i].qp_num);
-      wc[i].src_qp = t.qpn.toVirtual(wc[i].src_qp);
-      wc[i].slid = t.lid.toVirtual(wc[i].slid);
+      t.completionToVirtual(wc[i]);
       cq.backlog.push_back(wc[i]);
       ++total;
     }

@@ -92,6 +92,12 @@ struct Translation {
     av.dlid = lid.toReal(av.dlid);
     if (av.is_global) av.grh.dgid = gid.toReal(av.grh.dgid);
   }
+  // Applies them backwards to a completion the device reported.
+  void completionToVirtual(ibv_wc& wc) const {
+    wc.qp_num = qpn.toVirtual(wc.qp_num);
+    wc.src_qp = qpn.toVirtual(wc.src_qp);
+    wc.slid = lid.toVirtual(wc.slid);
+  }
 };
 
 Translation& translation();

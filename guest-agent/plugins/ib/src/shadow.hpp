@@ -37,8 +37,6 @@ struct ShadowContext {
   verbs_context vctx;  // the application holds &vctx.context
   Kind kind = Kind::context;
   ibv_context* real = nullptr;
-  std::atomic<uint64_t> posts{0};  // work requests posted through our ops (statistics)
-  std::atomic<uint64_t> polls{0};  // completions returned through our poll_cq
 };
 
 struct ShadowPd {
