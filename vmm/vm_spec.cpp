@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "common/strings.hpp"
+#include "vmm/json_integer.hpp"
 
 namespace vmckpt::vmm {
 namespace {
@@ -202,14 +203,14 @@ Result<VmSpec> VmSpec::fromJson(const Json& j) {
   if (!j.is_object()) return fail(Errc::corrupt, "spec is not a JSON object");
   try {
     const Json& f = j.at("format");
-    int major = f.at("major").get<int>(), minor = f.at("minor").get<int>();
+    int major = jsonInteger<int>(f.at("major"), "format major"), minor = jsonInteger<int>(f.at("minor"), "format minor");
     if (major > kFormatMajor || (major == kFormatMajor && minor > kFormatMinor))
       return fail(Errc::corrupt, cat("spec format ", major, ".", minor, " is newer than this vmckpt understands (",
                                      kFormatMajor, ".", kFormatMinor, "); upgrade vmckpt"));
     VmSpec s;
     s.name = j.at("name").get<std::string>();
-    s.vcpus = j.at("vcpus").get<unsigned>();
-    s.memoryBytes = j.at("memory_bytes").get<std::uint64_t>();
+    s.vcpus = jsonInteger<unsigned>(j.at("vcpus"), "vcpus");
+    s.memoryBytes = jsonInteger<std::uint64_t>(j.at("memory_bytes"), "memory_bytes");
     s.machine = j.value("machine", std::string("q35"));
     s.cpu = j.value("cpu", std::string());
     auto accel = parseAccel(j.value("accel", std::string("auto")));

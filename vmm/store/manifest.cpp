@@ -4,6 +4,7 @@
 
 #include "common/fs.hpp"
 #include "common/strings.hpp"
+#include "vmm/json_integer.hpp"
 
 namespace vmckpt::vmm::store {
 namespace {
@@ -84,7 +85,7 @@ Result<Manifest> Manifest::fromJson(const Json& j) {
   if (!j.is_object()) return fail(Errc::corrupt, "manifest is not a JSON object");
   try {
     const Json& f = j.at("format");
-    int major = f.at("major").get<int>(), minor = f.at("minor").get<int>();
+    int major = jsonInteger<int>(f.at("major"), "format major"), minor = jsonInteger<int>(f.at("minor"), "format minor");
     if (major > kFormatMajor || (major == kFormatMajor && minor > kFormatMinor))
       return fail(Errc::corrupt, cat("snapshot format ", major, ".", minor, " is newer than this vmckpt understands (",
                                      kFormatMajor, ".", kFormatMinor, "); upgrade vmckpt"));
@@ -114,7 +115,7 @@ Result<Manifest> Manifest::fromJson(const Json& j) {
       ManifestFile mf;
       mf.name = fj.at("name").get<std::string>();
       if (!plainName(mf.name)) return fail(Errc::corrupt, cat("manifest names a file '", mf.name, "' that is not a plain name"));
-      mf.size = fj.at("size").get<std::uint64_t>();
+      mf.size = jsonInteger<std::uint64_t>(fj.at("size"), "file size");
       mf.sha256 = fj.value("sha256", "");
       m.files.push_back(std::move(mf));
     }
@@ -147,8 +148,9 @@ Result<Manifest> Manifest::fromJson(const Json& j) {
         return fail(Errc::corrupt, "manifest group is malformed (id not a plain name, or no or too many members)");
       m.group = std::move(sg);
     }
-    m.devstateBytes = j.value("devstate_bytes", std::uint64_t{0});
-    m.exclusiveBytes = j.value("exclusive_bytes", std::uint64_t{0});
+    if (auto d = j.find("devstate_bytes"); d != j.end()) m.devstateBytes = jsonInteger<std::uint64_t>(*d, "devstate_bytes");
+    if (auto x = j.find("exclusive_bytes"); x != j.end())
+      m.exclusiveBytes = jsonInteger<std::uint64_t>(*x, "exclusive_bytes");
     if (!plainName(m.id)) return fail(Errc::corrupt, "manifest id is not a plain name");
     return m;
   } catch (const Json::exception& e) {

@@ -83,3 +83,24 @@ TEST(Manifest, GroupRoundTripsAndOnlyItNeedsFormatOneTwo) {
     EXPECT_EQ(r.error().code(), Errc::corrupt) << bad.dump();
   }
 }
+
+// Found by the manifest fuzzer: a number that does not fit (here a float far beyond int)
+// used to be converted with undefined behaviour. Every integer member is checked now.
+TEST(Manifest, NumbersThatAreNotIntegersInRangeAreCorrupt) {
+  for (const char* bad : {"8.9e77", "1.5", "99999999999999999999"}) {
+    Json j = liveManifest().toJson();
+    j["format"]["minor"] = Json::parse(bad);
+    auto m = store::Manifest::fromJson(j);
+    ASSERT_FALSE(m) << bad;
+    EXPECT_EQ(m.error().code(), Errc::corrupt) << bad;
+  }
+  Json j = liveManifest().toJson();
+  j["devstate_bytes"] = -5;
+  EXPECT_FALSE(store::Manifest::fromJson(j));
+  j = liveManifest().toJson();
+  j["spec"]["vcpus"] = 1e30;
+  EXPECT_FALSE(store::Manifest::fromJson(j));
+  j = liveManifest().toJson();
+  j["files"][0]["size"] = 2.5;
+  EXPECT_FALSE(store::Manifest::fromJson(j));
+}
