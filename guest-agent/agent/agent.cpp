@@ -165,7 +165,8 @@ void Agent::handleRequest(const HostRequest& req) {
       return;
     case Command::quiesce:
     case Command::thaw:
-    case Command::restored: coordinator_.start(req); return;
+    case Command::restored:
+    case Command::connect: coordinator_.start(req); return;
   }
 }
 

@@ -271,7 +271,7 @@ TEST_F(GuestAgentTest, SyncPingInfoStatus) {
   Json ping = request("ping");
   ASSERT_EQ(ping["ok"], true);
   EXPECT_EQ(ping["result"]["version"], VMCKPT_VERSION);
-  EXPECT_EQ(ping["result"]["api_version"], 1);
+  EXPECT_EQ(ping["result"]["api_version"], 2);
 
   Json status = request("status");
   EXPECT_EQ(status["result"], Json({{"state", "idle"}, {"processes", 0}}));
@@ -294,7 +294,8 @@ TEST_F(GuestAgentTest, QuiesceThenThawSendsEventsInOrder) {
   ASSERT_EQ(info["result"]["processes"].size(), 1u);
   EXPECT_EQ(info["result"]["processes"][0]["pid"], demo.pid());
   EXPECT_EQ(info["result"]["processes"][0]["plugin"], "demo");
-  EXPECT_EQ(info["result"]["processes"][0]["api_version"], 1);
+  EXPECT_EQ(info["result"]["api_version"], 2);
+  EXPECT_EQ(info["result"]["processes"][0]["api_version"], 2);  // libvmckpt of this build
   EXPECT_EQ(info["result"]["plugins"][1], Json({{"name", "demo"}, {"builtin", false}}));
 
   Json q = request("quiesce", {{"deadline_ms", 5000}});
@@ -522,6 +523,15 @@ TEST_F(GuestAgentTest, BadRequestsGetTheirCodes) {
   EXPECT_EQ(r["error"]["code"], "bad_args");
   r = request("restored", {{"device_map", "mlx5_0"}});
   EXPECT_EQ(r["error"]["code"], "bad_args");
+  r = request("restored", {{"connect_follows", "yes"}});
+  EXPECT_EQ(r["error"]["code"], "bad_args");
+  r = request("connect");
+  EXPECT_EQ(r["error"]["code"], "bad_args");
+  r = request("connect", {{"peers", {{"ib", {{"qpn", 1}}}}}});
+  EXPECT_EQ(r["error"]["code"], "bad_args");
+  r = request("connect", {{"peers", Json::object()}});  // no processes: nothing to tell
+  EXPECT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(r["result"], Json({{"plugins", Json::array()}}));
   send("[1,2,3]\n{\"cmd\":\"ping\"}\n");
   for (int i = 0; i < 2; ++i) {
     auto line = hostIn_.next(Deadline::in(5s));
@@ -578,7 +588,8 @@ TEST_F(GuestAgentTest, RegistrationRules) {
     EXPECT_NE(j["message"].get<std::string>().find(what), std::string::npos) << j.dump();
     EXPECT_FALSE(in.next(Deadline::in(5s))) << "connection should be closed";
   };
-  expectRefused(R"({"type":"register","plugin":"ib","api_version":2})" "\n", "api_version 2");
+  expectRefused(R"({"type":"register","plugin":"ib","api_version":3})" "\n", "api_version 3");
+  expectRefused(R"({"type":"register","plugin":"ib","api_version":0})" "\n", "api_version 0");
   expectRefused(R"({"type":"register","plugin":"i b","api_version":1})" "\n", "plugin name");
   expectRefused(R"({"type":"reply","seq":1,"result":"done"})" "\n", "register first");
   EXPECT_EQ(registeredCount(), 0);
@@ -646,6 +657,170 @@ TEST_F(GuestAgentTest, RawProcessSeqMatchingParseErrorsAndGoneMeansNotMine) {
   EXPECT_EQ(request("thaw")["ok"], true);
 }
 
+// --- group restore: publish in RESTART, CONNECT with the peers (raw processes) ---------
+
+// A process speaking the agent socket by hand, registered.
+struct RawProcess {
+  UniqueFd fd;
+  LineReader in;
+
+  // The next event line (fails the test on timeout).
+  Json nextEvent(Deadline d = Deadline::in(5s)) {
+    auto line = in.next(d);
+    EXPECT_TRUE(line) << "no event";
+    return line ? Json::parse(*line) : Json();
+  }
+  void answer(const Json& event, const std::string& result, const Json& data = nullptr,
+              const std::string& reason = {}) {
+    Json r = {{"type", "reply"}, {"seq", event["seq"]}, {"result", result}};
+    if (!data.is_null()) r["data"] = data;
+    if (!reason.empty()) r["reason"] = reason;
+    writeAll(fd.get(), r.dump() + "\n");
+  }
+};
+
+class GroupRestoreTest : public GuestAgentTest {
+ protected:
+  RawProcess registerRaw(const std::string& plugin, int apiVersion) {
+    RawProcess p{connectRaw(), LineReader()};
+    p.in.setFd(p.fd.get());
+    writeAll(p.fd.get(), Json({{"type", "register"}, {"plugin", plugin}, {"api_version", apiVersion}}).dump() + "\n");
+    auto reply = p.in.next(Deadline::in(5s));
+    EXPECT_TRUE(reply && Json::parse(*reply)["type"] == "registered") << (reply ? *reply : "no reply");
+    return p;
+  }
+  // Sends a request without waiting for its reply; replyTo(id) collects it.
+  uint64_t post(const std::string& cmd, Json args) {
+    uint64_t id = nextId_++;
+    send(Json({{"id", id}, {"cmd", cmd}, {"args", std::move(args)}}).dump() + "\n");
+    return id;
+  }
+};
+
+TEST_F(GroupRestoreTest, PublishedDataComesBackAndConnectHandsItToEveryMember) {
+  startAgent({"--no-fsfreeze"});
+  resync();
+  RawProcess ib1 = registerRaw("ib", 2), ib2 = registerRaw("ib", 2), old = registerRaw("ib", 1),
+             gl = registerRaw("gl", 2);
+  ASSERT_TRUE(waitRegistered(4));
+  const int64_t pid = ::getpid();
+
+  uint64_t id = post("restored", {{"device_map", {{"mlx5_0", "rxe0"}}}, {"connect_follows", true}});
+  Json e1 = ib1.nextEvent(), e2 = ib2.nextEvent(), e3 = old.nextEvent(), e4 = gl.nextEvent();
+  for (const Json* e : {&e1, &e2, &e3, &e4}) {
+    EXPECT_EQ((*e)["event"], "RESTART");
+    EXPECT_EQ((*e)["connect_follows"], true);
+    EXPECT_EQ((*e)["device_map"], Json({{"mlx5_0", "rxe0"}}));
+  }
+  ib1.answer(e1, "done", {{"qpn", 17}, {"gid", "fe80::1"}});
+  ib2.answer(e2, "done", {{"qpn", 18}});
+  old.answer(e3, "done");
+  gl.answer(e4, "not_mine");
+  Json r = replyTo(id);
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(r["result"]["plugins"], Json::parse(R"([
+      {"name":"ib","pid":)" + std::to_string(pid) + R"(,"result":"done","data":{"qpn":17,"gid":"fe80::1"}},
+      {"name":"ib","pid":)" + std::to_string(pid) + R"(,"result":"done","data":{"qpn":18}},
+      {"name":"ib","pid":)" + std::to_string(pid) + R"(,"result":"done"},
+      {"name":"gl","pid":)" + std::to_string(pid) + R"(,"result":"not_mine"}])"));
+
+  // The host hands every member's data to every member.
+  Json peers = Json::parse(R"([{"qpn":17,"gid":"fe80::1"},{"qpn":18}])");
+  id = post("connect", {{"peers", {{"ib", peers}, {"cuda", Json::array()}}}});
+  e1 = ib1.nextEvent();
+  e2 = ib2.nextEvent();
+  e4 = gl.nextEvent();
+  for (const Json* e : {&e1, &e2}) {
+    EXPECT_EQ((*e)["event"], "CONNECT");
+    EXPECT_EQ((*e)["peers"], peers);
+    EXPECT_FALSE(e->contains("device_map"));
+    EXPECT_FALSE(e->contains("connect_follows"));
+  }
+  EXPECT_EQ(e4["event"], "CONNECT");
+  EXPECT_EQ(e4["peers"], Json::array());  // none published under its name
+  ib1.answer(e1, "done");
+  ib2.answer(e2, "done");
+  gl.answer(e4, "not_mine");
+  r = replyTo(id);
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(r["result"]["plugins"].size(), 4u);  // no fsfreeze entry, the v1 process not_mine
+  EXPECT_EQ(r["result"]["plugins"][0]["result"], "done");
+  EXPECT_EQ(r["result"]["plugins"][2], Json({{"name", "ib"}, {"pid", pid}, {"result", "not_mine"}}));
+  EXPECT_FALSE(r["result"]["plugins"][0].contains("data"));
+  // The api_version 1 process never saw CONNECT.
+  EXPECT_FALSE(old.in.next(Deadline::in(200ms)));
+
+  // A member that fails CONNECT fails the command, named.
+  id = post("connect", {{"peers", {{"ib", peers}}}, {"deadline_ms", 5000}});
+  e1 = ib1.nextEvent();
+  e2 = ib2.nextEvent();
+  e4 = gl.nextEvent();
+  ib1.answer(e1, "done");
+  ib2.answer(e2, "failed", nullptr, "peer qpn 17 unreachable");
+  gl.answer(e4, "not_mine");
+  r = replyTo(id);
+  EXPECT_EQ(r["ok"], false);
+  EXPECT_EQ(r["error"]["code"], "plugin_failed");
+  EXPECT_EQ(r["error"]["message"],
+            "plugin ib (pid " + std::to_string(pid) + ") failed CONNECT: peer qpn 17 unreachable");
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
+}
+
+TEST_F(GroupRestoreTest, ConnectFollowsIsLeftOutUnlessAsked) {
+  startAgent({"--no-fsfreeze"});
+  resync();
+  RawProcess p = registerRaw("ib", 2);
+  ASSERT_TRUE(waitRegistered(1));
+  uint64_t id = post("restored", Json::object());
+  Json e = p.nextEvent();
+  EXPECT_EQ(e["event"], "RESTART");
+  EXPECT_FALSE(e.contains("connect_follows"));
+  p.answer(e, "done");
+  EXPECT_EQ(replyTo(id)["ok"], true);
+}
+
+TEST_F(GroupRestoreTest, DataThatIsNotASmallObjectFailsThatProcess) {
+  startAgent({"--no-fsfreeze"});
+  resync();
+  RawProcess a = registerRaw("ib", 2), b = registerRaw("ib", 2);
+  ASSERT_TRUE(waitRegistered(2));
+  const std::string pid = std::to_string(::getpid());
+
+  uint64_t id = post("restored", {{"connect_follows", true}});
+  Json ea = a.nextEvent(), eb = b.nextEvent();
+  a.answer(ea, "done", {{"k", std::string(wire::kMaxPublishBytes, 'x')}});  // 32776 bytes
+  b.answer(eb, "done", Json::array({1, 2}));
+  Json r = replyTo(id);
+  EXPECT_EQ(r["ok"], false) << r.dump();
+  EXPECT_EQ(r["error"]["code"], "plugin_failed");
+  EXPECT_EQ(r["error"]["message"], "plugin ib (pid " + pid +
+                                       ") failed RESTART: published data is 32776 bytes, more than 32768, "
+                                       "plugin ib (pid " + pid +
+                                       ") failed RESTART: published data is not a JSON object");
+
+  // Each within its bound, but together more than one reply line can carry.
+  RawProcess c = registerRaw("ib", 2);
+  ASSERT_TRUE(waitRegistered(3));
+  id = post("restored", {{"connect_follows", true}});
+  Json big = {{"k", std::string(30000, 'y')}};
+  for (RawProcess* p : {&a, &b, &c}) p->answer(p->nextEvent(), "done", big);
+  r = replyTo(id);
+  EXPECT_EQ(r["ok"], false) << r.dump().substr(0, 300);
+  EXPECT_EQ(r["error"]["code"], "plugin_failed");
+  const std::string msg = r["error"]["message"];
+  EXPECT_TRUE(msg.starts_with("published data too large: the reply would be 90")) << msg;
+  EXPECT_NE(msg.find("more than the 65536-byte line limit (data from 3 processes)"), std::string::npos) << msg;
+
+  // Two of them fit.
+  c.fd.reset();
+  ASSERT_TRUE(waitRegistered(2));
+  id = post("restored", {{"connect_follows", true}});
+  for (RawProcess* p : {&a, &b}) p->answer(p->nextEvent(), "done", big);
+  r = replyTo(id);
+  ASSERT_EQ(r["ok"], true) << r.dump().substr(0, 300);
+  EXPECT_EQ(r["result"]["plugins"][1]["data"], big);
+}
+
 // This test process registers through libvmckpt itself.
 struct InProcess {
   std::mutex m;
@@ -658,6 +833,50 @@ vmckpt_result inProcessHook(void* ctx, vmckpt_event ev, const char* map, char*, 
   std::lock_guard l(p->m);
   p->seen.push_back(std::string(vmckpt_event_name(ev)) + (map ? std::string(" ") + map : ""));
   return p->notMine ? VMCKPT_NOT_MINE : VMCKPT_DONE;
+}
+
+// Through libvmckpt: a RESTART hook publishes when CONNECT follows; CONNECT gets peers.
+struct Publisher {
+  std::mutex m;
+  std::vector<std::string> seen;
+  int publishRc = 1;
+};
+
+vmckpt_result publishingHook(void* ctx, vmckpt_event ev, const char* arg, char*, size_t) {
+  auto* p = static_cast<Publisher*>(ctx);
+  std::lock_guard l(p->m);
+  p->seen.push_back(std::string(vmckpt_event_name(ev)) + " " + std::to_string(vmckpt_connect_follows()) +
+                    (arg ? std::string(" ") + arg : ""));
+  if (ev == VMCKPT_RESTART && vmckpt_connect_follows()) p->publishRc = vmckpt_publish(R"({"qpn":99})");
+  return VMCKPT_DONE;
+}
+
+TEST_F(GuestAgentTest, LibvmckptPublishesAndConnects) {
+  startAgent({"--no-fsfreeze"});
+  resync();
+  Publisher state;
+  vmckpt_plugin_descriptor d{VMCKPT_PLUGIN_API_VERSION, "ib", &publishingHook, &state};
+  ::setenv("VMCKPT_AGENT_SOCKET", agentSocket_.c_str(), 1);
+  ASSERT_EQ(vmckpt_register(&d), 0);
+  ::unsetenv("VMCKPT_AGENT_SOCKET");
+
+  Json r = request("restored", {{"connect_follows", true}});
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(r["result"]["plugins"][0]["data"], Json({{"qpn", 99}}));
+  r = request("connect", {{"peers", {{"ib", Json::parse(R"([{"qpn":99},{"qpn":100}])")}}}});
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(r["result"]["plugins"][0]["result"], "done");
+  r = request("restored");
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_FALSE(r["result"]["plugins"][0].contains("data"));
+  {
+    std::lock_guard l(state.m);
+    EXPECT_EQ(state.publishRc, 0);
+    EXPECT_EQ(state.seen, (std::vector<std::string>{"RESTART 1 {}", R"(CONNECT 0 [{"qpn":99},{"qpn":100}])",
+                                                    "RESTART 0 {}"}));
+  }
+  vmckpt_unregister();
+  EXPECT_TRUE(waitRegistered(0));
 }
 
 TEST_F(GuestAgentTest, LibvmckptInThisProcess) {

@@ -30,6 +30,7 @@ struct Coordinator::Op {
     ConnId conn = 0;
     int64_t pid = 0;
     std::string plugin;
+    int64_t apiVersion = 0;
     bool gotPresuspend = false;
     bool waiting = false;  // an answer for `seq` is awaited in this phase
     uint64_t seq = 0;
@@ -37,6 +38,7 @@ struct Coordinator::Op {
     bool failed = false;   // answered failed in this phase
     bool busy = false;     // its event waits behind an unanswered earlier one: not awaited
     std::string reason;
+    std::optional<Json> data;  // published in its RESTART reply, checked
   };
 
   uint64_t id = 0;
@@ -49,6 +51,8 @@ struct Coordinator::Op {
   Deadline rollbackDeadline = Deadline::in(milliseconds(0));
   Clock::time_point started = Clock::now();
   Json deviceMap = Json::object();
+  bool connectFollows = false;
+  Json peers = Json::object();
   std::vector<Part> parts;
   Json fsResult;          // null when fsfreeze is off
   std::string fsError;    // thaw errors (thaw, restored)
@@ -92,7 +96,7 @@ void Coordinator::start(const HostRequest& req) {
                            freezeJob_->current() + ")"));
       return;
     }
-  } else if (req.cmd != Command::thaw && req.cmd != Command::restored) {
+  } else if (req.cmd != Command::thaw && req.cmd != Command::restored && req.cmd != Command::connect) {
     reply(errorReply(req.id, ErrorCode::internal, "not an operation"));
     return;
   }
@@ -102,11 +106,14 @@ void Coordinator::start(const HostRequest& req) {
   op_->hostId = req.id;
   op_->cmd = req.cmd;
   op_->deviceMap = req.deviceMap;
+  op_->connectFollows = req.connectFollows;
+  op_->peers = req.peers;
   for (const auto& p : processes_.registered()) {
     Op::Part part;
     part.conn = p.conn;
     part.pid = p.pid;
     part.plugin = p.plugin;
+    part.apiVersion = p.apiVersion;
     op_->parts.push_back(std::move(part));
   }
 
@@ -116,6 +123,11 @@ void Coordinator::start(const HostRequest& req) {
     log_.debug("quiesce: " + std::to_string(op_->parts.size()) + " processes, deadline " +
                std::to_string(req.deadline.count()) + " ms");
     sendPhase(wire::EventKind::presuspend, Phase::presuspend);
+  } else if (req.cmd == Command::connect) {
+    // After restored: the filesystems are thawed already; nothing to freeze or thaw.
+    op_->budget = req.deadline.count() > 0 ? req.deadline : config_.notifyTimeout;
+    op_->deadline = Deadline::in(op_->budget);
+    sendPhase(wire::EventKind::connect, Phase::notify);
   } else {
     // The snapshot was taken frozen (restored) or the guest was frozen (thaw): thaw first.
     op_->fsResult = thawFilesystems(&op_->fsError);
@@ -129,13 +141,24 @@ void Coordinator::start(const HostRequest& req) {
 void Coordinator::sendPhase(wire::EventKind kind, Phase phase) {
   op_->phase = phase;
   op_->kind = kind;
+  const Json noPeers = Json::array();
   for (auto& p : op_->parts) {
     p.waiting = false;
     p.failed = false;
     if (phase == Phase::precheckpoint && !p.gotPresuspend) continue;
+    // A process of api_version 1 does not know CONNECT: not sent, counts as not_mine.
+    if (kind == wire::EventKind::connect && p.apiVersion < 2) continue;
+    wire::EventPayload payload;
+    if (kind == wire::EventKind::restart) {
+      payload.deviceMap = &op_->deviceMap;
+      payload.connectFollows = op_->connectFollows;
+    }
+    if (kind == wire::EventKind::connect) {
+      auto it = op_->peers.find(p.plugin);
+      payload.peers = it != op_->peers.end() ? &*it : &noPeers;
+    }
     bool sentNow = false;
-    auto seq = processes_.sendEvent(p.conn, kind, kind == wire::EventKind::restart ? &op_->deviceMap : nullptr,
-                                    op_->id, &sentNow);
+    auto seq = processes_.sendEvent(p.conn, kind, payload, op_->id, &sentNow);
     if (!seq) continue;  // gone: counts as not_mine
     if (kind == wire::EventKind::presuspend) p.gotPresuspend = true;
     if (phase == Phase::notify && !sentNow) {
@@ -157,15 +180,26 @@ void Coordinator::onAnswer(const EventAnswer& a) {
                          [&](const Op::Part& p) { return p.conn == a.conn && p.waiting && p.seq == a.event.seq; });
   if (it == op_->parts.end()) return;
   it->waiting = false;
-  if (a.outcome == wire::Outcome::done) it->anyDone = true;
+  wire::Outcome outcome = a.outcome;
+  std::string reason = a.reason;
+  if (a.data && a.event.kind == wire::EventKind::restart) {
+    // What a guest process publishes is bounded before it goes to the host.
+    if (auto size = wire::checkPublished(*a.data); size) {
+      it->data = *a.data;
+    } else {
+      outcome = wire::Outcome::failed;
+      reason = size.error();
+    }
+  }
+  if (outcome == wire::Outcome::done) it->anyDone = true;
   log_.debug(who(it->pid, it->plugin) + ": " + std::string(wire::eventName(a.event.kind)) + " " +
-             std::string(wire::outcomeName(a.outcome)) + (a.gone ? " (gone)" : ""));
-  if (a.outcome == wire::Outcome::failed) {
+             std::string(wire::outcomeName(outcome)) + (a.gone ? " (gone)" : ""));
+  if (outcome == wire::Outcome::failed) {
     it->failed = true;
-    it->reason = a.reason;
+    it->reason = reason;
     if (op_->phase == Phase::presuspend || op_->phase == Phase::precheckpoint) {
       std::string msg = who(it->pid, it->plugin) + " failed " + std::string(wire::eventName(a.event.kind));
-      if (!a.reason.empty()) msg += ": " + a.reason;
+      if (!reason.empty()) msg += ": " + reason;
       rollback(ErrorCode::pluginFailed, msg);
       return;
     }
@@ -255,7 +289,7 @@ void Coordinator::rollback(ErrorCode code, std::string message) {
     p.waiting = false;
     if (!p.gotPresuspend) continue;
     bool sentNow = false;
-    auto seq = processes_.sendEvent(p.conn, wire::EventKind::resume, nullptr, op_->id, &sentNow);
+    auto seq = processes_.sendEvent(p.conn, wire::EventKind::resume, {}, op_->id, &sentNow);
     // A process still busy with its PRESUSPEND (late, or slower than one that failed)
     // gets RESUME when it answers that, but is not waited for.
     if (!seq || !sentNow) continue;
@@ -295,9 +329,17 @@ void Coordinator::finishNotify(bool timedOut) {
     if (!op_->fsError.empty() && !failed.empty()) msg += "; " + joined(failed);
     log_.info(name + ": " + msg);
     reply(errorReply(op_->hostId, ErrorCode::pluginFailed, msg));
+  } else if (auto line = okReplyIfFits(op_->hostId, {{"plugins", pluginResults()}}); !line) {
+    size_t publishers = static_cast<size_t>(
+        std::count_if(op_->parts.begin(), op_->parts.end(), [](const Op::Part& p) { return p.data.has_value(); }));
+    std::string msg = "published data too large: the reply would be " + std::to_string(line.error()) +
+                      " bytes, more than the " + std::to_string(wire::kMaxLineBytes) + "-byte line limit (data from " +
+                      std::to_string(publishers) + " processes)";
+    log_.info(name + ": " + msg);
+    reply(errorReply(op_->hostId, ErrorCode::pluginFailed, msg));
   } else {
     log_.info(name + ": " + std::to_string(op_->parts.size()) + " processes notified");
-    reply(okReply(op_->hostId, {{"plugins", pluginResults()}}));
+    reply(std::move(*line));
   }
   op_.reset();
 }
@@ -345,8 +387,11 @@ Json Coordinator::pluginResults() const {
   Json list = Json::array();
   bool quiesce = op_->cmd == Command::quiesce;
   if (!quiesce && !op_->fsResult.is_null()) list.push_back(op_->fsResult);
-  for (const auto& p : op_->parts)
-    list.push_back({{"name", p.plugin}, {"pid", p.pid}, {"result", p.anyDone ? "done" : "not_mine"}});
+  for (const auto& p : op_->parts) {
+    Json entry = {{"name", p.plugin}, {"pid", p.pid}, {"result", p.anyDone ? "done" : "not_mine"}};
+    if (p.data) entry["data"] = *p.data;
+    list.push_back(std::move(entry));
+  }
   if (quiesce && !op_->fsResult.is_null()) list.push_back(op_->fsResult);
   return list;
 }

@@ -6,7 +6,9 @@
 //             any failure or the deadline -> rollback: thaw, RESUME to every process
 //             that got PRESUSPEND -> error reply, state idle
 //   thaw:     FITHAW -> RESUME to all -> state idle
-//   restored: FITHAW -> RESTART(device_map) to all -> state idle
+//   restored: FITHAW -> RESTART(device_map, connect_follows) to all -> state idle; what
+//             each process published comes back in its plugins[] entry
+//   connect:  CONNECT(peers[plugin]) to every process of api_version 2 -> state unchanged
 #pragma once
 
 #include <chrono>
@@ -29,8 +31,8 @@ std::string_view stateName(AgentState s);
 struct CoordinatorConfig {
   bool fsfreeze = true;
   std::string mountsPath = "/proc/self/mounts";
-  // How long RESUME/RESTART replies are awaited in thaw and restored, unless the
-  // request gives deadline_ms.
+  // How long RESUME/RESTART/CONNECT replies are awaited in thaw, restored and connect,
+  // unless the request gives deadline_ms.
   std::chrono::milliseconds notifyTimeout{10000};
   // How long RESUME replies are awaited when a quiesce is rolled back.
   std::chrono::milliseconds rollbackTimeout{1000};
@@ -45,7 +47,7 @@ class Coordinator {
   AgentState state() const { return state_; }
   bool fsfreezeEnabled() const { return config_.fsfreeze; }
 
-  // Starts quiesce, thaw or restored (precondition: not busy). The reply comes out of
+  // Starts quiesce, thaw, restored or connect (precondition: not busy). The reply comes out of
   // takeReply(), at once or when the operation ends.
   void start(const HostRequest& req);
   void onAnswer(const EventAnswer& answer);

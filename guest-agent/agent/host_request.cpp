@@ -19,7 +19,7 @@ std::string_view errorCodeName(ErrorCode code) {
 }
 
 namespace {
-constexpr std::array<std::pair<std::string_view, Command>, 7> kCommands = {{
+constexpr std::array<std::pair<std::string_view, Command>, 8> kCommands = {{
     {"sync", Command::sync},
     {"ping", Command::ping},
     {"info", Command::info},
@@ -27,6 +27,7 @@ constexpr std::array<std::pair<std::string_view, Command>, 7> kCommands = {{
     {"thaw", Command::thaw},
     {"restored", Command::restored},
     {"status", Command::status},
+    {"connect", Command::connect},
 }};
 
 bool blank(std::string_view s) {
@@ -82,9 +83,10 @@ std::expected<std::optional<HostRequest>, RejectedRequest> parseHostItem(
       return R({req.id, ErrorCode::badArgs, "token longer than " + std::to_string(kMaxTokenBytes) + " bytes"});
   }
 
-  // deadline_ms: required for quiesce; optional for thaw and restored, where it bounds
-  // the wait for the processes' answers (the agent's default otherwise).
-  if (req.cmd == Command::quiesce || req.cmd == Command::thaw || req.cmd == Command::restored) {
+  // deadline_ms: required for quiesce; optional for thaw, restored and connect, where it
+  // bounds the wait for the processes' answers (the agent's default otherwise).
+  if (req.cmd == Command::quiesce || req.cmd == Command::thaw || req.cmd == Command::restored ||
+      req.cmd == Command::connect) {
     auto d = args.find("deadline_ms");
     bool given = d != args.end() && !d->is_null();
     if (given || req.cmd == Command::quiesce) {
@@ -109,15 +111,41 @@ std::expected<std::optional<HostRequest>, RejectedRequest> parseHostItem(
                   "device_map longer than " + std::to_string(kMaxDeviceMapBytes) + " bytes"});
       req.deviceMap = std::move(*m);
     }
+    auto f = args.find("connect_follows");
+    if (f != args.end() && !f->is_null()) {
+      if (!f->is_boolean()) return R({req.id, ErrorCode::badArgs, "connect_follows is not a boolean"});
+      req.connectFollows = f->get<bool>();
+    }
+  }
+
+  if (req.cmd == Command::connect) {
+    auto p = args.find("peers");
+    if (p == args.end() || !p->is_object())
+      return R({req.id, ErrorCode::badArgs, "connect needs peers, an object of arrays by plugin name"});
+    for (const auto& [name, list] : p->items()) {
+      if (!list.is_array())
+        return R({req.id, ErrorCode::badArgs, "peers." + wire::oneLine(name, 64) + " is not an array"});
+      // Each list travels on in a CONNECT event, which must fit a line too.
+      if (wire::toLine(list).size() > kMaxDeviceMapBytes)
+        return R({req.id, ErrorCode::badArgs,
+                  "peers." + wire::oneLine(name, 64) + " longer than " + std::to_string(kMaxDeviceMapBytes) +
+                      " bytes"});
+    }
+    req.peers = std::move(*p);
   }
   return std::optional<HostRequest>(std::move(req));
 }
 
-std::string okReply(uint64_t id, Json result) {
+std::expected<std::string, size_t> okReplyIfFits(uint64_t id, Json result) {
   std::string line = wire::toLine({{"id", id}, {"ok", true}, {"result", std::move(result)}});
-  if (line.size() > wire::kMaxLineBytes)
-    return errorReply(id, ErrorCode::internal, "result longer than the line limit");
+  if (line.size() > wire::kMaxLineBytes) return std::unexpected(line.size());
   return line;
+}
+
+std::string okReply(uint64_t id, Json result) {
+  auto line = okReplyIfFits(id, std::move(result));
+  if (!line) return errorReply(id, ErrorCode::internal, "result longer than the line limit");
+  return std::move(*line);
 }
 
 std::string errorReply(std::optional<uint64_t> id, ErrorCode code, std::string_view message) {

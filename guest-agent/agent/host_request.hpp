@@ -24,15 +24,17 @@ inline constexpr size_t kMaxDeviceMapBytes = wire::kMaxLineBytes - 1024;
 enum class ErrorCode { parse, unknownCommand, badArgs, wrongState, pluginFailed, deadline, internal };
 std::string_view errorCodeName(ErrorCode code);  // "parse", "unknown_command", ...
 
-enum class Command { sync, ping, info, quiesce, thaw, restored, status };
+enum class Command { sync, ping, info, quiesce, thaw, restored, status, connect };
 std::string_view commandName(Command cmd);
 
 struct HostRequest {
   uint64_t id = 0;
   Command cmd = Command::ping;
   std::string token;                          // sync
-  std::chrono::milliseconds deadline{0};      // quiesce; thaw, restored: 0 if not given
+  std::chrono::milliseconds deadline{0};      // quiesce; thaw, restored, connect: 0 if not given
   Json deviceMap = Json::object();            // restored
+  bool connectFollows = false;                // restored
+  Json peers = Json::object();                // connect: plugin name -> array
 };
 
 // A line that gets an error reply at once, without touching agent state.
@@ -49,6 +51,8 @@ std::expected<std::optional<HostRequest>, RejectedRequest> parseHostItem(
 
 // Reply lines, at most wire::kMaxLineBytes long (a longer result becomes an internal error).
 std::string okReply(uint64_t id, Json result);
+// The ok reply line if it fits the line limit, else the size it would have.
+std::expected<std::string, size_t> okReplyIfFits(uint64_t id, Json result);
 std::string errorReply(std::optional<uint64_t> id, ErrorCode code, std::string_view message);
 inline std::string errorReply(const RejectedRequest& r) { return errorReply(r.id, r.code, r.message); }
 

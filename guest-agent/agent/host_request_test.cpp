@@ -48,6 +48,25 @@ TEST(HostRequest, ParsesEveryCommand) {
   ASSERT_TRUE(r && *r);
   EXPECT_EQ((*r)->deadline.count(), 2500);
 
+  r = parse(R"({"id": 5, "cmd": "restored", "args": {"connect_follows": true}})");
+  ASSERT_TRUE(r && *r);
+  EXPECT_TRUE((*r)->connectFollows);
+  r = parse(R"({"id": 5, "cmd": "restored", "args": {"connect_follows": false}})");
+  ASSERT_TRUE(r && *r);
+  EXPECT_FALSE((*r)->connectFollows);
+  EXPECT_FALSE((*parse(R"({"id": 5, "cmd": "restored"})"))->connectFollows);
+
+  r = parse(R"({"id": 6, "cmd": "connect", "args": {"peers": {"ib": [{"qpn": 17}, {"qpn": 18}], "gl": []},
+                                                   "deadline_ms": 700}})");
+  ASSERT_TRUE(r && *r);
+  EXPECT_EQ((*r)->cmd, Command::connect);
+  EXPECT_EQ((*r)->peers, Json::parse(R"({"ib": [{"qpn": 17}, {"qpn": 18}], "gl": []})"));
+  EXPECT_EQ((*r)->deadline.count(), 700);
+  r = parse(R"({"id": 6, "cmd": "connect", "args": {"peers": {}}})");
+  ASSERT_TRUE(r && *r);
+  EXPECT_EQ((*r)->peers, Json::object());
+  EXPECT_EQ((*r)->deadline.count(), 0);
+
   for (auto [text, cmd] : {std::pair{"ping", Command::ping}, {"info", Command::info},
                            {"thaw", Command::thaw}, {"status", Command::status}}) {
     r = parse(std::string(R"({"id": 4, "cmd": ")") + text + "\"}");
@@ -84,6 +103,16 @@ TEST(HostRequest, RejectsWithTheRightCode) {
       {R"({"id": 7, "cmd": "restored", "args": {"device_map": []}})", ErrorCode::badArgs, true},
       {R"({"id": 7, "cmd": "restored", "args": {"deadline_ms": 0}})", ErrorCode::badArgs, true},
       {R"({"id": 7, "cmd": "thaw", "args": {"deadline_ms": "5"}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "restored", "args": {"connect_follows": 1}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "restored", "args": {"connect_follows": "true"}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "connect"})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "connect", "args": {}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "connect", "args": {"peers": null}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "connect", "args": {"peers": []}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "connect", "args": {"peers": {"ib": {"qpn": 1}}}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "connect", "args": {"peers": {"ib": [], "gl": "x"}}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "connect", "args": {"peers": {}, "deadline_ms": 0}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "connect", "args": {"peers": {}, "deadline_ms": 600001}})", ErrorCode::badArgs, true},
   };
   for (const auto& c : cases) {
     auto r = parse(c.line);
@@ -113,6 +142,21 @@ TEST(HostRequest, DeviceMapMustLeaveRoomForTheRestartEvent) {
   EXPECT_LE(event.size(), vmckpt::wire::kMaxLineBytes);
 }
 
+TEST(HostRequest, PeersMustLeaveRoomForTheConnectEvent) {
+  std::string big(kMaxDeviceMapBytes, 'p');
+  auto r = parse(R"({"id": 7, "cmd": "connect", "args": {"peers": {"ib": [")" + big + "\"]}}}");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::badArgs);
+  EXPECT_NE(r.error().message.find("peers.ib"), std::string::npos) << r.error().message;
+  std::string fits(kMaxDeviceMapBytes - 100, 'p');
+  r = parse(R"({"id": 7, "cmd": "connect", "args": {"peers": {"ib": [")" + fits + "\"]}}}");
+  ASSERT_TRUE(r && *r);
+  vmckpt::wire::EventPayload payload;
+  payload.peers = &(*r)->peers["ib"];
+  std::string event = vmckpt::wire::encodeEvent(1 << 30, vmckpt::wire::EventKind::connect, payload);
+  EXPECT_LE(event.size(), vmckpt::wire::kMaxLineBytes);
+}
+
 TEST(HostRequest, OversizedLineIsAParseErrorWithNullId) {
   auto r = parseHostItem({LineBuffer::Kind::oversized, {}});
   ASSERT_FALSE(r.has_value());
@@ -130,6 +174,13 @@ TEST(HostRequest, Replies) {
   // A result that would not fit the line limit becomes an internal error.
   Json big = replyJson(okReply(1, {{"x", std::string(vmckpt::wire::kMaxLineBytes, 'a')}}));
   EXPECT_EQ(big["error"]["code"], "internal");
+  // okReplyIfFits says how long the line would have been.
+  auto fits = okReplyIfFits(1, {{"x", "a"}});
+  ASSERT_TRUE(fits);
+  EXPECT_EQ(Json::parse(*fits)["result"]["x"], "a");
+  auto over = okReplyIfFits(1, {{"x", std::string(vmckpt::wire::kMaxLineBytes, 'a')}});
+  ASSERT_FALSE(over);
+  EXPECT_GT(over.error(), vmckpt::wire::kMaxLineBytes);
 }
 
 }  // namespace

@@ -21,7 +21,7 @@ const char* kUsage =
     "  --socket PATH          where processes register (default /run/vmckpt/agent.sock)\n"
     "  --mounts PATH          mount table read by fsfreeze (default /proc/self/mounts)\n"
     "  --no-fsfreeze          do not freeze filesystems\n"
-    "  --notify-timeout-ms N  wait for RESUME/RESTART answers in thaw and restored\n"
+    "  --notify-timeout-ms N  wait for RESUME/RESTART/CONNECT answers in thaw, restored, connect\n"
     "                         without deadline_ms (default 10000)\n"
     "  --rollback-timeout-ms N  wait for RESUME answers in a rollback (default 1000)\n"
     "  --register-timeout-ms N  a connection must register within this (default 5000)\n"

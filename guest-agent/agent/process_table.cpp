@@ -90,7 +90,7 @@ void ProcessTable::finishDrops() {
     if (git == conns_.end()) continue;
     Conn& d = *git->second;
     auto goneAnswer = [&](const ProcessEvent& ev) {
-      answers_.push_back({d.id, d.pid, d.plugin, ev, wire::Outcome::notMine, "process went away", true});
+      answers_.push_back({d.id, d.pid, d.plugin, ev, wire::Outcome::notMine, "process went away", true, {}});
     };
     if (d.inFlight) goneAnswer(*d.inFlight);
     for (const auto& ev : d.queued) goneAnswer(ev);
@@ -122,9 +122,9 @@ void ProcessTable::onLine(Conn& c, const wire::LineBuffer::Item& item) {
       reject(c.id, "bad register: " + reg.error());
       return;
     }
-    if (reg->apiVersion != wire::kApiVersion) {
+    if (reg->apiVersion < wire::kMinApiVersion || reg->apiVersion > wire::kApiVersion) {
       reject(c.id, "api_version " + std::to_string(reg->apiVersion) + " is not supported (this agent speaks " +
-                       std::to_string(wire::kApiVersion) + ")");
+                       std::to_string(wire::kMinApiVersion) + ".." + std::to_string(wire::kApiVersion) + ")");
       return;
     }
     if (!wire::validPluginName(reg->plugin)) {
@@ -150,7 +150,8 @@ void ProcessTable::onLine(Conn& c, const wire::LineBuffer::Item& item) {
                  ", which it was not sent; ignored");
       return;
     }
-    answers_.push_back({c.id, c.pid, c.plugin, std::move(*c.inFlight), reply->result, reply->reason, false});
+    answers_.push_back({c.id, c.pid, c.plugin, std::move(*c.inFlight), reply->result, reply->reason, false,
+                        std::move(reply->data)});
     c.inFlight.reset();
     if (!c.queued.empty()) {
       ProcessEvent next = std::move(c.queued.front());
@@ -168,7 +169,9 @@ void ProcessTable::onLine(Conn& c, const wire::LineBuffer::Item& item) {
 
 void ProcessTable::transmit(Conn& c, const ProcessEvent& ev) {
   c.inFlight = ev;
-  queueOut(c, wire::encodeEvent(ev.seq, ev.kind, ev.deviceMap ? &*ev.deviceMap : nullptr));
+  wire::EventPayload payload{ev.deviceMap ? &*ev.deviceMap : nullptr, ev.connectFollows,
+                             ev.peers ? &*ev.peers : nullptr};
+  queueOut(c, wire::encodeEvent(ev.seq, ev.kind, payload));
 }
 
 void ProcessTable::queueOut(Conn& c, std::string line) {
@@ -226,14 +229,20 @@ std::optional<Deadline::Clock::time_point> ProcessTable::nextDeadline() const {
   return next;
 }
 
-std::optional<uint64_t> ProcessTable::sendEvent(ConnId id, wire::EventKind kind, const wire::Json* deviceMap,
+std::optional<uint64_t> ProcessTable::sendEvent(ConnId id, wire::EventKind kind, const wire::EventPayload& payload,
                                                 uint64_t opId, bool* sentNow) {
   auto it = conns_.find(id);
   if (it == conns_.end() || !it->second->registered ||
       std::find(doomed_.begin(), doomed_.end(), id) != doomed_.end())
     return std::nullopt;
   Conn& c = *it->second;
-  ProcessEvent ev{nextSeq_++, kind, deviceMap ? std::optional<wire::Json>(*deviceMap) : std::nullopt, opId};
+  ProcessEvent ev;
+  ev.seq = nextSeq_++;
+  ev.kind = kind;
+  if (payload.deviceMap) ev.deviceMap = *payload.deviceMap;
+  ev.opId = opId;
+  ev.connectFollows = payload.connectFollows;
+  if (payload.peers) ev.peers = *payload.peers;
   uint64_t seq = ev.seq;
   bool now = !c.inFlight;
   if (now) {

@@ -29,8 +29,10 @@ using ConnId = uint64_t;
 struct ProcessEvent {
   uint64_t seq = 0;
   wire::EventKind kind = wire::EventKind::resume;
-  std::optional<wire::Json> deviceMap;
+  std::optional<wire::Json> deviceMap;  // RESTART
   uint64_t opId = 0;  // the agent operation that sent it
+  bool connectFollows = false;          // RESTART
+  std::optional<wire::Json> peers;      // CONNECT
 };
 
 // The answer to an event: a reply, or not_mine because the process went away.
@@ -42,6 +44,7 @@ struct EventAnswer {
   wire::Outcome outcome = wire::Outcome::notMine;
   std::string reason;
   bool gone = false;
+  std::optional<wire::Json> data;  // as the process sent it, unchecked
 };
 
 struct ProcessInfo {
@@ -74,7 +77,7 @@ class ProcessTable {
   // Sends (or queues behind the event in flight) an event to a registered process.
   // Returns its seq, or nullopt when there is no such process; *sentNow says whether
   // it went out at once rather than waiting behind an unanswered one.
-  std::optional<uint64_t> sendEvent(ConnId conn, wire::EventKind kind, const wire::Json* deviceMap,
+  std::optional<uint64_t> sendEvent(ConnId conn, wire::EventKind kind, const wire::EventPayload& payload,
                                     uint64_t opId, bool* sentNow = nullptr);
   // Answers collected since the last call, in arrival order.
   std::vector<EventAnswer> takeAnswers();

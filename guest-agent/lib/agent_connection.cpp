@@ -81,7 +81,8 @@ int connectAndRegister(const std::string& socketPath, const Registration& reg, D
     if (int rc = waitFd(-1, 0, Deadline::in(10ms), stopFd); rc == -ECANCELED) return rc;
   }
 
-  if (int rc = sendAll(fd.get(), wire::encodeRegister(reg.name), deadline, stopFd); rc < 0) return rc;
+  std::string registerLine = wire::encodeRegister(reg.name, static_cast<int>(reg.apiVersion));
+  if (int rc = sendAll(fd.get(), registerLine, deadline, stopFd); rc < 0) return rc;
 
   wire::LineBuffer in;
   for (;;) {

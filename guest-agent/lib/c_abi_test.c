@@ -1,5 +1,6 @@
 /* Builds as C99 against vmckpt/plugin.h and links libvmckpt.so: the C ABI is usable
- * from C. Checks the argument validation and the error for a missing agent. */
+ * from C. Checks the argument validation, the error for a missing agent, and that the
+ * version 2 functions are exported and refuse to work outside a hook. */
 #define _POSIX_C_SOURCE 200112L /* setenv */
 
 #include <errno.h>
@@ -16,8 +17,11 @@ static vmckpt_result hook(void* ctx, vmckpt_event ev, const char* device_map_jso
   switch (ev) {
     case VMCKPT_PRESUSPEND:
     case VMCKPT_PRECHECKPOINT:
-    case VMCKPT_RESUME:
-    case VMCKPT_RESTART: return VMCKPT_DONE;
+    case VMCKPT_RESUME: return VMCKPT_DONE;
+    case VMCKPT_RESTART:
+      if (vmckpt_connect_follows()) (void)vmckpt_publish("{\"qpn\":17}");
+      return VMCKPT_DONE;
+    case VMCKPT_CONNECT: return VMCKPT_DONE;
   }
   if (reason_len > 0) reason[0] = '\0';
   return VMCKPT_NOT_MINE;
@@ -49,12 +53,21 @@ int main(void) {
 
   setenv("VMCKPT_AGENT_SOCKET", "/nonexistent/vmckpt-c-abi-test.sock", 1);
   expect(vmckpt_register(&d), -ENOENT, "no agent");
+  d.api_version = 1; /* still accepted */
+  expect(vmckpt_register(&d), -ENOENT, "api_version 1, no agent");
+  d.api_version = 0;
+  expect(vmckpt_register(&d), -EINVAL, "api_version 0");
   vmckpt_unregister(); /* not registered: does nothing */
 
-  if (strcmp(vmckpt_event_name(VMCKPT_RESTART), "RESTART") != 0) {
+  if (strcmp(vmckpt_event_name(VMCKPT_RESTART), "RESTART") != 0 ||
+      strcmp(vmckpt_event_name(VMCKPT_CONNECT), "CONNECT") != 0) {
     fprintf(stderr, "FAIL vmckpt_event_name\n");
     ++failures;
   }
+  expect(vmckpt_publish("{\"qpn\":17}"), -EPERM, "publish outside a hook");
+  expect(vmckpt_connect_follows(), 0, "connect_follows outside a hook");
+  expect(VMCKPT_PLUGIN_API_VERSION, 2, "api version");
+  expect(VMCKPT_PUBLISH_MAX, 32768, "publish max");
   if (failures == 0) printf("c abi ok\n");
   return failures == 0 ? 0 : 1;
 }

@@ -3,35 +3,45 @@
 #include <array>
 #include <cstring>
 
+#include "hook_context.hpp"
+
 namespace vmckpt::plugin {
 
 std::string dispatchEvent(const Registration& reg, const wire::EventMsg& event) {
   auto kind = wire::eventFromName(event.event);
-  if (!kind) return wire::encodeReply(event.seq, wire::Outcome::notMine, {});
+  if (!kind || (*kind == wire::EventKind::connect && reg.apiVersion < 2))
+    return wire::encodeReply(event.seq, wire::Outcome::notMine, {});
 
-  std::string deviceMap;
-  const char* deviceMapArg = nullptr;
-  if (*kind == wire::EventKind::restart) {
-    deviceMap = event.deviceMap ? wire::toLine(*event.deviceMap) : std::string("{}\n");
-    deviceMap.pop_back();  // the '\n' of toLine
-    deviceMapArg = deviceMap.c_str();
+  // RESTART gets the device map (an object), CONNECT the peers (an array), as text.
+  std::string hookArg;
+  const char* hookArgPtr = nullptr;
+  if (*kind == wire::EventKind::restart || *kind == wire::EventKind::connect) {
+    const auto& given = *kind == wire::EventKind::restart ? event.deviceMap : event.peers;
+    hookArg = given ? wire::toLine(*given) : std::string(*kind == wire::EventKind::restart ? "{}\n" : "[]\n");
+    hookArg.pop_back();  // the '\n' of toLine
+    hookArgPtr = hookArg.c_str();
   }
 
+  RestartContext restart;
+  restart.connectFollows = event.connectFollows;
   std::array<char, VMCKPT_REASON_MAX> reason{};
   vmckpt_result r;
   try {
-    r = reg.hook(reg.ctx, static_cast<vmckpt_event>(*kind), deviceMapArg, reason.data(), reason.size());
+    std::optional<RestartScope> scope;
+    if (*kind == wire::EventKind::restart) scope.emplace(restart);
+    r = reg.hook(reg.ctx, static_cast<vmckpt_event>(*kind), hookArgPtr, reason.data(), reason.size());
   } catch (...) {
     // A C++ hook that throws: the exception stops here, never in the agent's protocol.
     return wire::encodeReply(event.seq, wire::Outcome::failed, "the hook threw an exception");
   }
   reason.back() = '\0';
+  const wire::Json* data = restart.published ? &*restart.published : nullptr;
   switch (r) {
-    case VMCKPT_DONE: return wire::encodeReply(event.seq, wire::Outcome::done, {});
-    case VMCKPT_NOT_MINE: return wire::encodeReply(event.seq, wire::Outcome::notMine, {});
+    case VMCKPT_DONE: return wire::encodeReply(event.seq, wire::Outcome::done, {}, data);
+    case VMCKPT_NOT_MINE: return wire::encodeReply(event.seq, wire::Outcome::notMine, {}, data);
     case VMCKPT_FAILED:
       return wire::encodeReply(event.seq, wire::Outcome::failed,
-                               std::string_view(reason.data(), ::strnlen(reason.data(), reason.size())));
+                               std::string_view(reason.data(), ::strnlen(reason.data(), reason.size())), data);
     case VMCKPT_RESULT_INT_RANGE_: break;
   }
   return wire::encodeReply(event.seq, wire::Outcome::failed,

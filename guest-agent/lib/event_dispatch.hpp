@@ -14,10 +14,13 @@ struct Registration {
   std::string name;
   vmckpt_hook_fn hook = nullptr;
   void* ctx = nullptr;
+  unsigned apiVersion = VMCKPT_PLUGIN_API_VERSION;  // the descriptor's: 1 or 2
 };
 
 // Calls the hook for `event` and returns the reply line (with the event's seq). An event
-// name this library does not know is answered not_mine without calling the hook.
+// name this library does not know, and CONNECT for a plugin of api_version 1, are
+// answered not_mine without calling the hook. A RESTART hook may publish (hook_context):
+// the reply carries what it published as "data".
 std::string dispatchEvent(const Registration& reg, const wire::EventMsg& event);
 
 // Handles one item read from the agent: an event gets its reply line; anything else

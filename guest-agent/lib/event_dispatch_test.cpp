@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <cstring>
+#include <functional>
 #include <stdexcept>
 #include <vector>
 
@@ -135,6 +137,117 @@ TEST(EventDispatch, AThrowingHookFails) {
   EXPECT_EQ(rep["result"], "failed");
 }
 
+// --- API version 2: CONNECT, vmckpt_publish, vmckpt_connect_follows -------------------
+
+TEST(EventDispatch, ConnectGetsThePeersAsAnArrayText) {
+  Recorder r;
+  auto g = reg(r);
+  Json rep = replyOf(handle(g, R"({"type":"event","seq":3,"event":"CONNECT","peers":[{"qpn":17},{"qpn":18}]})"));
+  EXPECT_EQ(rep["seq"], 3);
+  EXPECT_EQ(rep["result"], "done");
+  EXPECT_FALSE(rep.contains("data"));
+  replyOf(handle(g, eventLine(4, "CONNECT")));  // no peers: "[]"
+  ASSERT_EQ(r.events.size(), 2u);
+  EXPECT_EQ(r.events[0], VMCKPT_CONNECT);
+  EXPECT_EQ(r.maps[0], R"([{"qpn":17},{"qpn":18}])");
+  EXPECT_EQ(r.maps[1], "[]");
+}
+
+TEST(EventDispatch, AVersion1PluginIsNeverCalledWithConnect) {
+  Recorder r;
+  plugin::Registration g{"old", &recordingHook, &r, 1};
+  Json rep = replyOf(handle(g, R"({"type":"event","seq":5,"event":"CONNECT","peers":[{"qpn":1}]})"));
+  EXPECT_EQ(rep["seq"], 5);
+  EXPECT_EQ(rep["result"], "not_mine");
+  EXPECT_TRUE(r.events.empty());
+  replyOf(handle(g, eventLine(6, "RESTART")));  // everything else still reaches it
+  EXPECT_EQ(r.events, std::vector<vmckpt_event>{VMCKPT_RESTART});
+}
+
+// A hook that runs a test's code inside the call and records what the C functions said.
+struct Scripted {
+  std::function<void(vmckpt_event)> body;
+  std::vector<int> follows;  // vmckpt_connect_follows() per call
+  vmckpt_result result = VMCKPT_DONE;
+};
+
+vmckpt_result scriptedHook(void* ctx, vmckpt_event ev, const char*, char*, size_t) {
+  auto* s = static_cast<Scripted*>(ctx);
+  s->follows.push_back(vmckpt_connect_follows());
+  if (s->body) s->body(ev);
+  return s->result;
+}
+
+TEST(EventDispatch, PublishInRestartBecomesTheReplysData) {
+  Scripted s;
+  std::vector<int> rcs;
+  s.body = [&](vmckpt_event) {
+    rcs.push_back(vmckpt_publish(R"({"qpn":1})"));
+    rcs.push_back(vmckpt_publish(R"( {"qpn":17, "gid":"fe80::1"} )"));  // replaces the first
+  };
+  plugin::Registration g{"ib", &scriptedHook, &s};
+  Json rep = replyOf(handle(g, R"({"type":"event","seq":8,"event":"RESTART","connect_follows":true})"));
+  EXPECT_EQ(rcs, (std::vector<int>{0, 0}));
+  EXPECT_EQ(rep["result"], "done");
+  EXPECT_EQ(rep["data"], Json::parse(R"({"qpn":17,"gid":"fe80::1"})"));
+  // Not carried over into the next RESTART.
+  s.body = nullptr;
+  EXPECT_FALSE(replyOf(handle(g, eventLine(9, "RESTART"))).contains("data"));
+  // A failed RESTART carries what it published too, with its reason.
+  s.body = [&](vmckpt_event) { (void)vmckpt_publish("{}"); };
+  s.result = VMCKPT_FAILED;
+  EXPECT_EQ(replyOf(handle(g, eventLine(10, "RESTART")))["data"], Json::object());
+}
+
+TEST(EventDispatch, PublishRefusesWhatIsNotASmallObject) {
+  Scripted s;
+  std::vector<int> rcs;
+  std::string atLimit = R"({"k":")" + std::string(VMCKPT_PUBLISH_MAX - 8, 'x') + R"("})";
+  std::string overLimit = R"({"k":")" + std::string(VMCKPT_PUBLISH_MAX - 7, 'x') + R"("})";
+  std::string overAsText = R"({"k":"x"})" + std::string(VMCKPT_PUBLISH_MAX, ' ');
+  s.body = [&](vmckpt_event) {
+    for (const char* bad : {static_cast<const char*>(nullptr), "[1,2]", "17", "\"s\"", "{", "{} {}", "",
+                            "{\"a\":1e5}" /* fine */})
+      rcs.push_back(vmckpt_publish(bad));
+    rcs.push_back(vmckpt_publish(overLimit.c_str()));
+    rcs.push_back(vmckpt_publish(overAsText.c_str()));
+    rcs.push_back(vmckpt_publish(atLimit.c_str()));
+  };
+  plugin::Registration g{"ib", &scriptedHook, &s};
+  Json rep = replyOf(handle(g, eventLine(1, "RESTART")));
+  EXPECT_EQ(rcs, (std::vector<int>{-EINVAL, -EINVAL, -EINVAL, -EINVAL, -EINVAL, -EINVAL, -EINVAL, 0, -EINVAL,
+                                   -EINVAL, 0}));
+  ASSERT_TRUE(rep.contains("data"));
+  EXPECT_EQ(rep["data"]["k"].get<std::string>().size(), VMCKPT_PUBLISH_MAX - 8);
+}
+
+TEST(EventDispatch, PublishOutsideARestartHookIsEPERM) {
+  EXPECT_EQ(vmckpt_publish("{}"), -EPERM);
+  Scripted s;
+  std::vector<int> rcs;
+  s.body = [&](vmckpt_event) { rcs.push_back(vmckpt_publish(R"({"qpn":17})")); };
+  plugin::Registration g{"ib", &scriptedHook, &s};
+  for (const char* ev : {"PRESUSPEND", "PRECHECKPOINT", "RESUME", "CONNECT"})
+    EXPECT_FALSE(replyOf(handle(g, eventLine(1, ev))).contains("data")) << ev;
+  EXPECT_EQ(rcs, (std::vector<int>{-EPERM, -EPERM, -EPERM, -EPERM}));
+  EXPECT_EQ(vmckpt_publish("{}"), -EPERM);  // the RESTART scope ended with the call
+  replyOf(handle(g, eventLine(2, "RESTART")));
+  EXPECT_EQ(vmckpt_publish("{}"), -EPERM);
+}
+
+TEST(EventDispatch, ConnectFollowsIsOneOnlyInsideARestartThatSaysSo) {
+  EXPECT_EQ(vmckpt_connect_follows(), 0);
+  Scripted s;
+  plugin::Registration g{"ib", &scriptedHook, &s};
+  replyOf(handle(g, R"({"type":"event","seq":1,"event":"RESTART","connect_follows":true})"));
+  replyOf(handle(g, R"({"type":"event","seq":2,"event":"RESTART","connect_follows":false})"));
+  replyOf(handle(g, eventLine(3, "RESTART")));
+  replyOf(handle(g, R"({"type":"event","seq":4,"event":"RESUME","connect_follows":true})"));
+  replyOf(handle(g, R"({"type":"event","seq":5,"event":"CONNECT","connect_follows":true})"));
+  EXPECT_EQ(s.follows, (std::vector<int>{1, 0, 0, 0, 0}));
+  EXPECT_EQ(vmckpt_connect_follows(), 0);
+}
+
 // --- the C++ base class of plugin.hpp, through the same dispatch -----------------------
 
 class Partial : public Plugin {
@@ -161,6 +274,39 @@ TEST(PluginBase, DefaultsAreDoneAndOverridesWork) {
   EXPECT_EQ(e["reason"], "resume exploded");
   EXPECT_EQ(replyOf(handle(g, eventLine(4, "RESTART", &map)))["result"], "not_mine");
   EXPECT_EQ(Json::parse(p.lastMap), map);
+  EXPECT_EQ(replyOf(handle(g, eventLine(5, "CONNECT")))["result"], "done");  // default
+}
+
+class Rejoining : public Plugin {
+ public:
+  EventResult onRestart(std::string_view) override {
+    follows = connectFollows();
+    publishRc = publish(R"({"qpn":42})");
+    return EventResult::done();
+  }
+  EventResult onConnect(std::string_view peersJson) override {
+    peers = std::string(peersJson);
+    return peers == "[]" ? EventResult::failed("no peers") : EventResult::done();
+  }
+  bool follows = false;
+  int publishRc = 1;
+  std::string peers;
+};
+
+TEST(PluginBase, OnConnectAndTheHelpers) {
+  Rejoining p;
+  plugin::Registration g{"ib", &Plugin::hook, &p};
+  Json rep = replyOf(handle(g, R"({"type":"event","seq":1,"event":"RESTART","connect_follows":true})"));
+  EXPECT_TRUE(p.follows);
+  EXPECT_EQ(p.publishRc, 0);
+  EXPECT_EQ(rep["data"], Json({{"qpn", 42}}));
+  EXPECT_EQ(replyOf(handle(g, R"({"type":"event","seq":2,"event":"CONNECT","peers":[{"qpn":42}]})"))["result"],
+            "done");
+  EXPECT_EQ(p.peers, R"([{"qpn":42}])");
+  Json f = replyOf(handle(g, eventLine(3, "CONNECT")));
+  EXPECT_EQ(f["result"], "failed");
+  EXPECT_EQ(f["reason"], "no peers");
+  EXPECT_EQ(p.peers, "[]");
 }
 
 }  // namespace

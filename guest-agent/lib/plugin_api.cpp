@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "agent_connection.hpp"
+#include "hook_context.hpp"
 #include "vmckpt/plugin.h"
 
 namespace {
@@ -40,15 +41,16 @@ std::string agentSocketPath() {
 }  // namespace
 
 extern "C" VMCKPT_API int vmckpt_register(const vmckpt_plugin_descriptor* desc) {
-  if (!desc || desc->api_version != VMCKPT_PLUGIN_API_VERSION || !desc->hook || !desc->name ||
-      !wire::validPluginName(desc->name))
+  // Version 1 descriptors still register: such a plugin is never sent CONNECT.
+  if (!desc || desc->api_version < 1 || desc->api_version > VMCKPT_PLUGIN_API_VERSION || !desc->hook ||
+      !desc->name || !wire::validPluginName(desc->name))
     return -EINVAL;
 
   Global& g = global();
   std::lock_guard lock(g.mutex);
   if (g.registered) return -EBUSY;
 
-  plugin::Registration reg{desc->name, desc->hook, desc->ctx};
+  plugin::Registration reg{desc->name, desc->hook, desc->ctx, desc->api_version};
   std::string path = agentSocketPath();
   UniqueFd stopFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!stopFd) return -errno;
@@ -93,6 +95,11 @@ extern "C" VMCKPT_API const char* vmckpt_event_name(vmckpt_event ev) {
     case VMCKPT_PRECHECKPOINT: return "PRECHECKPOINT";
     case VMCKPT_RESUME: return "RESUME";
     case VMCKPT_RESTART: return "RESTART";
+    case VMCKPT_CONNECT: return "CONNECT";
   }
   return "UNKNOWN";
 }
+
+extern "C" VMCKPT_API int vmckpt_connect_follows(void) { return plugin::connectFollows(); }
+
+extern "C" VMCKPT_API int vmckpt_publish(const char* json_object) { return plugin::publish(json_object); }

@@ -75,14 +75,14 @@ class FakeAgent {
   }
 
   // Accepts a connection, checks its register line and answers registered.
-  UniqueFd acceptRegistration(const std::string& plugin) {
+  UniqueFd acceptRegistration(const std::string& plugin, int apiVersion = VMCKPT_PLUGIN_API_VERSION) {
     UniqueFd fd = accept(Deadline::in(5s));
     EXPECT_TRUE(fd.valid());
     if (!fd) return fd;
     Json reg = Json::parse(readLine(fd.get(), Deadline::in(5s)), nullptr, false);
     EXPECT_EQ(reg.value("type", ""), "register");
     EXPECT_EQ(reg.value("plugin", ""), plugin);
-    EXPECT_EQ(reg.value("api_version", 0), 1);
+    EXPECT_EQ(reg.value("api_version", 0), apiVersion);
     send(fd.get(), R"({"type":"registered","pid":4242,"x-extra":true})" "\n");
     return fd;
   }
@@ -110,6 +110,8 @@ vmckpt_result hook(void* ctx, vmckpt_event ev, const char* map, char* reason, si
   std::string s = vmckpt_event_name(ev);
   if (map) s += std::string(" ") + map;
   r->seen.push_back(s);
+  // A group member publishes its new ids for the others.
+  if (ev == VMCKPT_RESTART && vmckpt_connect_follows()) (void)vmckpt_publish(R"({"qpn":7})");
   if (ev == VMCKPT_PRESUSPEND && r->presuspendResult == VMCKPT_FAILED) {
     std::snprintf(reason, len, "cannot stop");
     return VMCKPT_FAILED;
@@ -135,7 +137,7 @@ class PluginApi : public ::testing::Test {
   // Registers while a helper thread plays the agent's side of the handshake.
   UniqueFd registerWith(FakeAgent& agent, int* rc) {
     UniqueFd conn;
-    std::thread t([&] { conn = agent.acceptRegistration("unit"); });
+    std::thread t([&] { conn = agent.acceptRegistration("unit", static_cast<int>(desc_.api_version)); });
     *rc = vmckpt_register(&desc_);
     t.join();
     return conn;
@@ -154,7 +156,9 @@ class PluginApi : public ::testing::Test {
 TEST_F(PluginApi, RejectsBadDescriptors) {
   EXPECT_EQ(vmckpt_register(nullptr), -EINVAL);
   auto d = desc_;
-  d.api_version = 2;
+  d.api_version = VMCKPT_PLUGIN_API_VERSION + 1;
+  EXPECT_EQ(vmckpt_register(&d), -EINVAL);
+  d.api_version = 0;
   EXPECT_EQ(vmckpt_register(&d), -EINVAL);
   d = desc_;
   d.name = nullptr;
@@ -280,6 +284,45 @@ TEST_F(PluginApi, UnregisterClosesTheConnectionAndAllowsANewRegistration) {
   EXPECT_TRUE(eof);
   UniqueFd conn2 = registerWith(agent, &rc);
   EXPECT_EQ(rc, 0);
+}
+
+// API version 2 over the socket: the RESTART reply carries what the hook published, and
+// CONNECT hands the peers to the hook.
+TEST_F(PluginApi, PublishesInRestartAndGetsPeersInConnect) {
+  FakeAgent agent(socket_);
+  int rc = -1;
+  UniqueFd conn = registerWith(agent, &rc);
+  ASSERT_EQ(rc, 0);
+  FakeAgent::send(conn.get(), event(1, "RESTART", R"(,"connect_follows":true)"));
+  Json r = Json::parse(agent.readLine(conn.get(), Deadline::in(5s)), nullptr, false);
+  EXPECT_EQ(r.value("result", ""), "done");
+  EXPECT_EQ(r["data"], Json({{"qpn", 7}}));
+  FakeAgent::send(conn.get(), event(2, "RESTART"));  // no group: nothing published
+  r = Json::parse(agent.readLine(conn.get(), Deadline::in(5s)), nullptr, false);
+  EXPECT_FALSE(r.contains("data"));
+  FakeAgent::send(conn.get(), event(3, "CONNECT", R"(,"peers":[{"qpn":7},{"qpn":8}])"));
+  r = Json::parse(agent.readLine(conn.get(), Deadline::in(5s)), nullptr, false);
+  EXPECT_EQ(r.value("seq", 0u), 3u);
+  EXPECT_EQ(r.value("result", ""), "done");
+  EXPECT_EQ(rec_.snapshot(), (std::vector<std::string>{"RESTART {}", "RESTART {}",
+                                                       R"(CONNECT [{"qpn":7},{"qpn":8}])"}));
+}
+
+// A plugin built against version 1 still registers (as api_version 1) and is never
+// called with CONNECT.
+TEST_F(PluginApi, AVersion1DescriptorRegistersAsVersion1AndNeverSeesConnect) {
+  desc_.api_version = 1;
+  FakeAgent agent(socket_);
+  int rc = -1;
+  UniqueFd conn = registerWith(agent, &rc);  // checks "api_version":1
+  ASSERT_EQ(rc, 0);
+  FakeAgent::send(conn.get(), event(1, "CONNECT", R"(,"peers":[])"));
+  Json r = Json::parse(agent.readLine(conn.get(), Deadline::in(5s)), nullptr, false);
+  EXPECT_EQ(r.value("result", ""), "not_mine");
+  FakeAgent::send(conn.get(), event(2, "RESUME"));
+  r = Json::parse(agent.readLine(conn.get(), Deadline::in(5s)), nullptr, false);
+  EXPECT_EQ(r.value("seq", 0u), 2u);
+  EXPECT_EQ(rec_.snapshot(), std::vector<std::string>{"RESUME"});
 }
 
 }  // namespace

@@ -123,13 +123,14 @@ bool validPluginName(std::string_view name) {
 }
 
 namespace {
-constexpr std::array<std::string_view, 4> kEventNames = {"PRESUSPEND", "PRECHECKPOINT", "RESUME",
-                                                         "RESTART"};
+constexpr std::array<std::string_view, 5> kEventNames = {"PRESUSPEND", "PRECHECKPOINT", "RESUME",
+                                                         "RESTART", "CONNECT"};
 }
 
 std::string_view eventName(EventKind kind) {
   int i = static_cast<int>(kind) - 1;
-  return i >= 0 && i < 4 ? kEventNames[static_cast<size_t>(i)] : std::string_view("UNKNOWN");
+  if (i < 0 || static_cast<size_t>(i) >= kEventNames.size()) return "UNKNOWN";
+  return kEventNames[static_cast<size_t>(i)];
 }
 
 std::optional<EventKind> eventFromName(std::string_view name) {
@@ -165,15 +166,31 @@ std::string encodeError(std::string_view message) {
 }
 
 std::string encodeEvent(uint64_t seq, EventKind kind, const Json* deviceMap) {
+  return encodeEvent(seq, kind, EventPayload{deviceMap, false, nullptr});
+}
+
+std::string encodeEvent(uint64_t seq, EventKind kind, const EventPayload& payload) {
   Json j = {{"type", "event"}, {"seq", seq}, {"event", eventName(kind)}};
-  if (deviceMap) j["device_map"] = *deviceMap;
+  if (payload.deviceMap) j["device_map"] = *payload.deviceMap;
+  if (payload.connectFollows) j["connect_follows"] = true;
+  if (payload.peers) j["peers"] = *payload.peers;
   return toLine(j);
 }
 
-std::string encodeReply(uint64_t seq, Outcome result, std::string_view reason) {
+std::string encodeReply(uint64_t seq, Outcome result, std::string_view reason, const Json* data) {
   Json j = {{"type", "reply"}, {"seq", seq}, {"result", outcomeName(result)}};
   if (!reason.empty()) j["reason"] = oneLine(reason);
+  if (data) j["data"] = *data;
   return toLine(j);
+}
+
+std::expected<size_t, std::string> checkPublished(const Json& data) {
+  if (!data.is_object()) return std::unexpected(std::string("published data is not a JSON object"));
+  size_t n = data.dump(-1, ' ', false, Json::error_handler_t::replace).size();
+  if (n > kMaxPublishBytes)
+    return std::unexpected("published data is " + std::to_string(n) + " bytes, more than " +
+                           std::to_string(kMaxPublishBytes));
+  return n;
 }
 
 std::string messageType(const Json& message) {
@@ -219,6 +236,14 @@ std::expected<EventMsg, std::string> decodeEvent(const Json& message) {
     if (!d->is_object()) return std::unexpected(std::string("device_map is not an object"));
     m.deviceMap = *d;
   }
+  if (auto c = message.find("connect_follows"); c != message.end()) {
+    if (!c->is_boolean()) return std::unexpected(std::string("connect_follows is not a boolean"));
+    m.connectFollows = c->get<bool>();
+  }
+  if (auto p = message.find("peers"); p != message.end()) {
+    if (!p->is_array()) return std::unexpected(std::string("peers is not an array"));
+    m.peers = *p;
+  }
   return m;
 }
 
@@ -235,6 +260,7 @@ std::expected<ReplyMsg, std::string> decodeReply(const Json& message) {
   m.result = *outcome;
   if (auto why = message.find("reason"); why != message.end() && why->is_string())
     m.reason = oneLine(why->get<std::string>());
+  if (auto d = message.find("data"); d != message.end() && !d->is_null()) m.data = *d;
   return m;
 }
 

@@ -18,9 +18,14 @@ using Json = nlohmann::json;
 
 // Longest line on either channel, including its '\n'.
 inline constexpr size_t kMaxLineBytes = 65536;
-inline constexpr int kApiVersion = 1;
+// The api_version this side speaks, and the oldest one it still accepts.
+inline constexpr int kApiVersion = 2;
+inline constexpr int kMinApiVersion = 1;
 inline constexpr size_t kMaxPluginNameBytes = 64;
 inline constexpr size_t kMaxReasonBytes = 511;
+// Longest object a process may publish in its RESTART reply, serialized compact
+// (VMCKPT_PUBLISH_MAX).
+inline constexpr size_t kMaxPublishBytes = 32768;
 
 // Splits a byte stream into lines. A line longer than the limit is reported once, as
 // soon as it is known to be too long, and the rest of it up to the next '\n' is dropped.
@@ -63,7 +68,8 @@ bool validPluginName(std::string_view name);
 
 // --- agent <-> process channel ---------------------------------------------------------
 
-enum class EventKind { presuspend = 1, precheckpoint = 2, resume = 3, restart = 4 };
+// connect: api_version 2 only.
+enum class EventKind { presuspend = 1, precheckpoint = 2, resume = 3, restart = 4, connect = 5 };
 std::string_view eventName(EventKind kind);
 std::optional<EventKind> eventFromName(std::string_view name);
 
@@ -79,18 +85,33 @@ struct EventMsg {
   uint64_t seq = 0;
   std::string event;                 // as sent; eventFromName() may not know it
   std::optional<Json> deviceMap;     // RESTART only
+  bool connectFollows = false;       // RESTART only
+  std::optional<Json> peers;         // CONNECT only: an array
 };
 struct ReplyMsg {
   uint64_t seq = 0;
   Outcome result = Outcome::done;
   std::string reason;
+  std::optional<Json> data;  // as sent: checkPublished() says whether it is acceptable
+};
+
+// What goes into an event besides its seq and kind.
+struct EventPayload {
+  const Json* deviceMap = nullptr;  // RESTART
+  bool connectFollows = false;      // RESTART
+  const Json* peers = nullptr;      // CONNECT
 };
 
 std::string encodeRegister(std::string_view plugin, int apiVersion = kApiVersion);
 std::string encodeRegistered(int64_t pid);
 std::string encodeError(std::string_view message);
 std::string encodeEvent(uint64_t seq, EventKind kind, const Json* deviceMap);
-std::string encodeReply(uint64_t seq, Outcome result, std::string_view reason);
+std::string encodeEvent(uint64_t seq, EventKind kind, const EventPayload& payload);
+std::string encodeReply(uint64_t seq, Outcome result, std::string_view reason, const Json* data = nullptr);
+
+// Published data must be a JSON object of at most kMaxPublishBytes serialized compact.
+// Returns its size, or why it is refused (one phrase).
+std::expected<size_t, std::string> checkPublished(const Json& data);
 
 // The "type" of a message from the process channel ("" when missing or not a string).
 std::string messageType(const Json& message);

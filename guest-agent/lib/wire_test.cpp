@@ -106,8 +106,11 @@ TEST(Wire, PluginNames) {
 }
 
 TEST(Wire, EventNames) {
-  for (auto k : {EventKind::presuspend, EventKind::precheckpoint, EventKind::resume, EventKind::restart})
+  for (auto k : {EventKind::presuspend, EventKind::precheckpoint, EventKind::resume, EventKind::restart,
+                 EventKind::connect})
     EXPECT_EQ(eventFromName(eventName(k)), k);
+  EXPECT_EQ(eventName(EventKind::connect), "CONNECT");
+  EXPECT_EQ(eventName(static_cast<EventKind>(6)), "UNKNOWN");
   EXPECT_EQ(eventName(EventKind::precheckpoint), "PRECHECKPOINT");
   EXPECT_FALSE(eventFromName("presuspend").has_value());
 }
@@ -125,8 +128,58 @@ TEST(Wire, EventRoundTrip) {
   ASSERT_TRUE(ev->deviceMap);
   EXPECT_EQ(*ev->deviceMap, map);
 
+  EXPECT_FALSE(ev->connectFollows);
+  EXPECT_FALSE(ev->peers);
+
   line = encodeEvent(8, EventKind::presuspend, nullptr);
   EXPECT_EQ(line.find("device_map"), std::string::npos);
+  EXPECT_EQ(line.find("connect_follows"), std::string::npos);
+  EXPECT_EQ(line.find("peers"), std::string::npos);
+}
+
+TEST(Wire, ConnectFollowsAndPeersRoundTrip) {
+  Json map = Json::object();
+  std::string line = encodeEvent(9, EventKind::restart, EventPayload{&map, true, nullptr});
+  auto ev = decodeEvent(*parseObject(line.substr(0, line.size() - 1)));
+  ASSERT_TRUE(ev);
+  EXPECT_TRUE(ev->connectFollows);
+  EXPECT_FALSE(ev->peers);
+
+  Json peers = Json::parse(R"([{"qpn":17,"gid":"fe80::1"},{"qpn":18}])");
+  line = encodeEvent(10, EventKind::connect, EventPayload{nullptr, false, &peers});
+  auto msg = parseObject(line.substr(0, line.size() - 1));
+  ASSERT_TRUE(msg);
+  EXPECT_EQ((*msg)["event"], "CONNECT");
+  ev = decodeEvent(*msg);
+  ASSERT_TRUE(ev);
+  EXPECT_FALSE(ev->connectFollows);
+  EXPECT_FALSE(ev->deviceMap);
+  ASSERT_TRUE(ev->peers);
+  EXPECT_EQ(*ev->peers, peers);
+
+  EXPECT_FALSE(decodeEvent(*parseObject(R"({"type":"event","seq":1,"event":"CONNECT","peers":{}})")));
+  EXPECT_FALSE(decodeEvent(*parseObject(R"({"type":"event","seq":1,"event":"RESTART","connect_follows":1})")));
+}
+
+TEST(Wire, ReplyDataRoundTripAndCheck) {
+  Json data = {{"qpn", 17}};
+  std::string line = encodeReply(4, Outcome::done, {}, &data);
+  auto r = decodeReply(*parseObject(line.substr(0, line.size() - 1)));
+  ASSERT_TRUE(r);
+  ASSERT_TRUE(r->data);
+  EXPECT_EQ(*r->data, data);
+  EXPECT_EQ(encodeReply(4, Outcome::done, {}).find("data"), std::string::npos);
+
+  // Taken as sent; checkPublished() is what bounds it.
+  auto odd = decodeReply(*parseObject(R"({"type":"reply","seq":1,"result":"done","data":[1]})"));
+  ASSERT_TRUE(odd && odd->data);
+  EXPECT_FALSE(checkPublished(*odd->data));
+  EXPECT_EQ(checkPublished(data).value_or(0), 10u);  // {"qpn":17}
+  Json big = {{"k", std::string(kMaxPublishBytes - 8, 'x')}};  // {"k":"..."} is 8 + n bytes
+  EXPECT_TRUE(checkPublished(big));
+  big["k"] = std::string(kMaxPublishBytes - 7, 'x');
+  ASSERT_FALSE(checkPublished(big));
+  EXPECT_NE(checkPublished(big).error().find("32769 bytes"), std::string::npos);
 }
 
 TEST(Wire, ReplyRoundTripAndErrors) {
@@ -150,7 +203,9 @@ TEST(Wire, RegisterRoundTrip) {
   auto m = decodeRegister(*parseObject(line.substr(0, line.size() - 1)));
   ASSERT_TRUE(m);
   EXPECT_EQ(m->plugin, "ib");
-  EXPECT_EQ(m->apiVersion, 1);
+  EXPECT_EQ(m->apiVersion, 2);
+  line = encodeRegister("ib", 1);
+  EXPECT_EQ(decodeRegister(*parseObject(line.substr(0, line.size() - 1)))->apiVersion, 1);
   EXPECT_FALSE(decodeRegister(*parseObject(R"({"type":"register","plugin":"x","api_version":"1"})")));
   EXPECT_FALSE(decodeRegister(*parseObject(R"({"type":"register","api_version":1})")));
 }

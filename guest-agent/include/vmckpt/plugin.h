@@ -1,5 +1,6 @@
 /*
- * vmckpt guest plugin API (C ABI), version 1.
+ * vmckpt guest plugin API (C ABI), version 2 (adds CONNECT, vmckpt_publish and
+ * vmckpt_connect_follows; a plugin built against version 1 keeps working).
  *
  * A process that drives a device (InfiniBand, CUDA, OpenGL, ...) registers one plugin
  * with the in-guest agent, vmckpt-agent. The library connects to the agent's unix socket
@@ -21,7 +22,7 @@
 
 #include <stddef.h>
 
-#define VMCKPT_PLUGIN_API_VERSION 1
+#define VMCKPT_PLUGIN_API_VERSION 2
 
 /* Default path of the agent's socket; $VMCKPT_AGENT_SOCKET overrides it. */
 #define VMCKPT_AGENT_SOCKET_DEFAULT "/run/vmckpt/agent.sock"
@@ -31,6 +32,9 @@
 
 /* Size of the reason buffer handed to the hook (bytes, including the NUL). */
 #define VMCKPT_REASON_MAX 512
+
+/* Longest JSON object vmckpt_publish accepts, in bytes (without the NUL). */
+#define VMCKPT_PUBLISH_MAX 32768
 
 #if defined(__GNUC__)
 #define VMCKPT_API __attribute__((visibility("default")))
@@ -46,7 +50,9 @@ typedef enum vmckpt_event {
   VMCKPT_PRESUSPEND = 1,    /* stop starting new work and drain what is in flight */
   VMCKPT_PRECHECKPOINT = 2, /* put device state into process memory; the guest is captured next */
   VMCKPT_RESUME = 3,        /* same hardware: carry on (also the rollback of a failed quiesce) */
-  VMCKPT_RESTART = 4        /* restored, possibly on other hardware: rebuild device state */
+  VMCKPT_RESTART = 4,       /* restored, possibly on other hardware: rebuild device state */
+  VMCKPT_CONNECT = 5        /* API version 2; group restore only, after every member handled
+                               RESTART: connect to the peers' published ids */
 } vmckpt_event;
 
 typedef enum vmckpt_result {
@@ -64,18 +70,22 @@ typedef enum vmckpt_result {
  * The event hook, a switch over `ev`. It runs on the library's thread, one event at a
  * time, and must return: the agent's quiesce deadline counts while it runs.
  *   ctx              the descriptor's ctx
- *   device_map_json  RESTART only (a JSON object, NUL-terminated, valid during the call);
- *                    NULL for every other event
+ *   device_map_json  RESTART: the host's device map, a JSON object; CONNECT: a JSON
+ *                    array of every object published under this plugin's name by the
+ *                    group's members (this process's own included) in the host's order,
+ *                    "[]" when none. NUL-terminated, valid during the call; NULL for
+ *                    every other event
  *   reason           a zeroed buffer of reason_len bytes (VMCKPT_REASON_MAX) for a
  *                    one-line, NUL-terminated reason when returning VMCKPT_FAILED
- * An event this API version does not know is answered VMCKPT_NOT_MINE without a call.
+ * An event this API version does not know is answered VMCKPT_NOT_MINE without a call;
+ * a plugin registered with api_version 1 is never called with CONNECT.
  */
 typedef vmckpt_result (*vmckpt_hook_fn)(void* ctx, vmckpt_event ev, const char* device_map_json,
                                         char* reason, size_t reason_len);
 
 /* One per plugin. vmckpt_register copies it; ctx must stay valid until unregistered. */
 typedef struct vmckpt_plugin_descriptor {
-  unsigned int api_version; /* VMCKPT_PLUGIN_API_VERSION */
+  unsigned int api_version; /* VMCKPT_PLUGIN_API_VERSION (1 is still accepted) */
   const char* name;         /* e.g. "ib", "cuda", "gl"; see VMCKPT_PLUGIN_NAME_MAX */
   vmckpt_hook_fn hook;
   void* ctx;
@@ -84,7 +94,7 @@ typedef struct vmckpt_plugin_descriptor {
 /*
  * Connects to the agent, registers the plugin, and starts the thread that answers
  * events. Waits at most 5 s for the agent's answer. Returns 0, or -errno:
- *   -EINVAL     bad descriptor (version, name or hook)
+ *   -EINVAL     bad descriptor (version not 1 or 2, name or hook)
  *   -EBUSY      this process already registered a plugin (one per process)
  *   -ENOENT, -ECONNREFUSED, ...   the agent's socket cannot be reached
  *   -EPROTO     the agent refused the registration
@@ -98,8 +108,22 @@ VMCKPT_API int vmckpt_register(const vmckpt_plugin_descriptor* desc);
  * Does nothing when not registered. Must not be called from the hook. */
 VMCKPT_API void vmckpt_unregister(void);
 
-/* "PRESUSPEND", "PRECHECKPOINT", "RESUME", "RESTART", or "UNKNOWN". */
+/* "PRESUSPEND", "PRECHECKPOINT", "RESUME", "RESTART", "CONNECT", or "UNKNOWN". */
 VMCKPT_API const char* vmckpt_event_name(vmckpt_event ev);
+
+/* Inside a RESTART hook: 1 when this restore is part of a group restore and CONNECT
+ * follows once every member has handled RESTART; else 0 (also 0 outside a hook). */
+VMCKPT_API int vmckpt_connect_follows(void);
+
+/*
+ * Inside a RESTART hook only (on the library's thread, during the call): attaches
+ * `json_object`, a JSON object of at most VMCKPT_PUBLISH_MAX bytes, to this process's
+ * reply; the host hands it to every member of the group in CONNECT. A second call
+ * replaces the first. Returns 0, or
+ *   -EINVAL  NULL, not a JSON object, or longer than VMCKPT_PUBLISH_MAX
+ *   -EPERM   not inside a RESTART hook
+ */
+VMCKPT_API int vmckpt_publish(const char* json_object);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -43,6 +43,12 @@ class Plugin {
     (void)deviceMapJson;
     return EventResult::done();
   }
+  // Group restore only, after every member handled RESTART. peersJson: a JSON array of
+  // the objects the members published under this plugin's name (may be "[]").
+  virtual EventResult onConnect(std::string_view peersJson) {
+    (void)peersJson;
+    return EventResult::done();
+  }
 
   // The C hook: dispatches to the handlers. An exception from a handler is a failure
   // with its what() as the reason; it never crosses into C.
@@ -56,6 +62,7 @@ class Plugin {
         case VMCKPT_PRECHECKPOINT: r = self->onPrecheckpoint(); break;
         case VMCKPT_RESUME: r = self->onResume(); break;
         case VMCKPT_RESTART: r = self->onRestart(deviceMapJson ? deviceMapJson : "{}"); break;
+        case VMCKPT_CONNECT: r = self->onConnect(deviceMapJson ? deviceMapJson : "[]"); break;
         default: return VMCKPT_NOT_MINE;
       }
     } catch (const std::exception& e) {
@@ -84,5 +91,14 @@ inline int registerPlugin(Plugin& plugin, const std::string& name) {
 }
 
 inline void unregisterPlugin() { vmckpt_unregister(); }
+
+// Inside onRestart: attaches a JSON object to this process's reply (see vmckpt_publish).
+// Returns 0 or -errno.
+inline int publish(std::string_view jsonObject) {
+  return vmckpt_publish(std::string(jsonObject).c_str());
+}
+
+// Inside onRestart: true when this restore is part of a group restore and onConnect follows.
+inline bool connectFollows() { return vmckpt_connect_follows() != 0; }
 
 }  // namespace vmckpt
