@@ -53,7 +53,8 @@ void addRestore(CLI::App& app, Context& ctx) {
                              {"agent_ms", m.agentMs},
                              {"agent_note", m.agentNote.empty() ? Json(nullptr) : Json(m.agentNote)}});
         Json j = {{"group", r->group},   {"id", r->id},       {"paused", o->paused}, {"members", members},
-                  {"resume_spread_ms", r->resumeSpreadMs}, {"total_ms", r->totalMs}};
+                  {"resume_spread_ms", r->resumeSpreadMs}, {"exchange_ms", r->exchangeMs},
+                  {"published_bytes", r->publishedBytes}, {"total_ms", r->totalMs}};
         char ms[32];
         std::snprintf(ms, sizeof ms, "%.0f", r->totalMs);
         ctx.emit(j, cat("restored group ", r->group, " (", r->id, "): ", r->members.size(), " VMs in ", ms, " ms (",

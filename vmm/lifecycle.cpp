@@ -288,10 +288,18 @@ Result<Transition> VmManager::transition(const std::string& name, bool toPaused,
   return t;
 }
 
-Result<std::optional<Status>> VmManager::deliverPendingRestored(const Held& held) {
+Result<std::optional<Status>> VmManager::deliverPendingRestored(const Held& held, Json* published) {
   VmRecord rec = loadRecord(held.paths);
   if (!rec.pendingRestored) return std::optional<Status>();
-  Status r = agent::notifyRestored(held.paths.agentSocket, Json(held.spec.deviceMap), 10s);
+  Status r;
+  if (published == nullptr) {
+    r = agent::notifyRestored(held.paths.agentSocket, Json(held.spec.deviceMap), 10s);
+  } else if (auto got = agent::restoredForGroup(held.paths.agentSocket, Json(held.spec.deviceMap), 10s); !got) {
+    r = fail(got.error());
+  } else {
+    for (auto& [plugin, objects] : got->items())
+      for (auto& o : objects) (*published)[plugin].push_back(std::move(o));
+  }
   rec.pendingRestored = false;
   VMCKPT_TRY(saveRecord(held.paths, rec));
   return std::optional<Status>(std::move(r));

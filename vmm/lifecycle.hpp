@@ -182,11 +182,13 @@ struct GroupRestoreResult {
   struct Member {
     std::string vm, snapshot;
     double restoreMs = 0;  // loading it, paused
-    double agentMs = 0;    // its agent's 'restored' (RESTART)
-    std::string agentNote;  // empty when the agent took 'restored'
+    double agentMs = 0;    // its agent's 'restored' (RESTART), 'connect' and 'thaw'
+    std::string agentNote;  // empty when the agent took all three
   };
   std::vector<Member> members;  // in the order the VMs were named
   double resumeSpreadMs = 0;    // first member continuing to the last (host clock)
+  double exchangeMs = 0;        // the three agent rounds (restart, connect, thaw), all members
+  size_t publishedBytes = 0;    // the members' published ids, merged, as sent in 'connect'
   double totalMs = 0;
 };
 
@@ -309,8 +311,10 @@ class VmManager {
   Result<VmStatus> statusLocked(const std::string& name, const VmSpec& spec);
   Result<Transition> transition(const std::string& name, bool toPaused, bool sendRestored = true);
   // Sends the agent the 'restored' a `restore --paused` left pending (then clears it):
-  // nullopt when none was pending, else the agent's answer.
-  Result<std::optional<Status>> deliverPendingRestored(const Held& held);
+  // nullopt when none was pending, else the agent's answer. With `published` (a group
+  // restore), the 'restored' says CONNECT follows and what the plugins published is
+  // added to *published ({"<plugin>": [objects]}).
+  Result<std::optional<Status>> deliverPendingRestored(const Held& held, nlohmann::json* published = nullptr);
 
   StoreRoot root_;
   RecoveryReport lastRecovery_;  // of the latest lockVm

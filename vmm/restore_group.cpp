@@ -1,14 +1,15 @@
 // restoreGroup: the members of one group snapshot brought back together (see
-// lifecycle.hpp). Three passes over the members: load each paused, continue each, then
-// tell each agent 'restored'. The snapshot was taken with every member quiesced, so each
-// guest's plugins hold their traffic (the ib interposer's gate is closed in the captured
-// memory) until their RESTART, which only comes once every member runs.
+// lifecycle.hpp). Passes over the members: load each paused, continue each, then the
+// agent rounds (restored, connect, thaw). The snapshot was taken with every member
+// quiesced, so each guest's plugins hold their traffic (the ib interposer's gate is
+// closed in the captured memory) until every member runs and has reconnected.
 #include <algorithm>
 #include <chrono>
 #include <set>
 
 #include "common/log.hpp"
 #include "common/strings.hpp"
+#include "vmm/agent/agent_client.hpp"
 #include "vmm/lifecycle.hpp"
 #include "vmm/store/catalog.hpp"
 
@@ -92,24 +93,58 @@ Result<GroupRestoreResult> VmManager::restoreGroup(const std::vector<std::string
     return out;  // each gets 'restored' on its `vmckpt resume`
   }
 
-  // 2. Continue all, then 3. tell every agent.
+  // 2. Continue all, then 3. the agent rounds: 'restored' to every member (plugins
+  // rebuild and publish their new ids), 'connect' to every member with everything
+  // published, 'thaw' to every member (plugins resume their traffic only once every
+  // peer is connected). A member whose agent fails a round is noted and the rounds go
+  // on, so no member is left with its traffic held.
   const auto firstCont = GroupClock::now();
   for (auto& m : out.members)
     if (auto t = transition(m.vm, false, false); !t) return unwind(t.error());
   out.resumeSpreadMs = msSince(firstCont);
-  for (auto& m : out.members) {
+  const auto exchange = GroupClock::now();
+  auto note = [](GroupRestoreResult::Member& m, const std::string& what, const Error& e) {
+    if (!m.agentNote.empty()) return;
+    m.agentNote = cat("the guest runs, but its agent did not take '", what, "': ", e.message());
+    log::warn("VM ", m.vm, ": ", m.agentNote);
+  };
+  Json published = Json::object();
+  std::vector<bool> told(out.members.size(), false);
+  for (size_t i = 0; i < out.members.size(); ++i) {
+    auto& m = out.members[i];
     auto held = lockVm(m.vm);
     if (!held) return fail(held.error().context("restore --group"));
     const auto ta = GroupClock::now();
-    auto sent = deliverPendingRestored(*held);
+    auto sent = deliverPendingRestored(*held, &published);
     if (!sent) return fail(sent.error());
-    if (sent->has_value() && !**sent) {
-      m.agentNote = cat("the guest runs, but its agent did not take 'restored' (plugins not restarted): ",
-                        (*sent)->error().message());
-      log::warn("VM ", m.vm, ": ", m.agentNote);
-    }
+    told[i] = sent->has_value();
+    if (sent->has_value() && !**sent) note(m, "restored", (*sent)->error());
     m.agentMs = msSince(ta);
   }
+  // The agents' line limit bounds what 'connect' can carry.
+  const std::string merged = published.dump();
+  out.publishedBytes = merged.size();
+  constexpr size_t kMaxPublished = 60000;
+  for (int round = 0; round < 2; ++round) {
+    for (size_t i = 0; i < out.members.size(); ++i) {
+      if (!told[i]) continue;  // 'restored' was not pending (restore --paused, resumed since)
+      auto& m = out.members[i];
+      auto held = lockVm(m.vm);
+      if (!held) return fail(held.error().context("restore --group"));
+      const auto ta = GroupClock::now();
+      if (round == 0 && merged.size() > kMaxPublished) {
+        note(m, "connect", Error(Errc::invalidArgument, cat("the members published ", merged.size(),
+                                                            " bytes of ids, more than the ", kMaxPublished,
+                                                            " one agent message carries")));
+      } else if (round == 0) {
+        if (Status s = agent::connectPeers(held->paths.agentSocket, published); !s) note(m, "connect", s.error());
+      } else if (Status s = agent::notifyThaw(held->paths.agentSocket); !s) {
+        note(m, "thaw", s.error());
+      }
+      m.agentMs += msSince(ta);
+    }
+  }
+  out.exchangeMs = msSince(exchange);
   out.totalMs = msSince(t0);
   return out;
 }

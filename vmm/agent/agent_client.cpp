@@ -126,4 +126,46 @@ Status notifyRestored(const std::string& socketPath, const nlohmann::json& devic
   return {};
 }
 
+Result<nlohmann::json> restoredForGroup(const std::string& socketPath, const nlohmann::json& deviceMap,
+                                        std::chrono::milliseconds connectTimeout) {
+  constexpr std::chrono::milliseconds kRestartDeadline{20000};
+  auto c = Client::connect(socketPath, Deadline::in(connectTimeout));
+  if (!c) return fail(c.error());
+  auto r = c->call("restored",
+                   {{"device_map", deviceMap}, {"connect_follows", true}, {"deadline_ms", kRestartDeadline.count()}},
+                   Deadline::in(kRestartDeadline + std::chrono::seconds(2)));
+  if (!r) return fail(r.error());
+  // The reply is at most one 64 KiB line (readLine bounds it); keep well-formed objects.
+  nlohmann::json out = nlohmann::json::object();
+  auto plugins = r->find("plugins");
+  if (plugins == r->end() || !plugins->is_array()) return out;
+  for (const auto& p : *plugins) {
+    if (!p.is_object()) continue;
+    auto name = p.find("name");
+    auto data = p.find("data");
+    if (name == p.end() || !name->is_string() || data == p.end() || !data->is_object()) continue;
+    out[name->get<std::string>()].push_back(*data);
+  }
+  return out;
+}
+
+Status connectPeers(const std::string& socketPath, const nlohmann::json& peers) {
+  constexpr std::chrono::milliseconds kConnectDeadline{20000};
+  auto c = Client::connect(socketPath, Deadline::in(std::chrono::seconds(10)));
+  if (!c) return fail(c.error());
+  auto r = c->call("connect", {{"peers", peers}, {"deadline_ms", kConnectDeadline.count()}},
+                   Deadline::in(kConnectDeadline + std::chrono::seconds(2)));
+  if (!r) return fail(r.error());
+  return {};
+}
+
+Status notifyThaw(const std::string& socketPath) {
+  constexpr std::chrono::milliseconds kThawDeadline{10000};
+  auto c = Client::connect(socketPath, Deadline::in(std::chrono::seconds(10)));
+  if (!c) return fail(c.error());
+  auto r = c->call("thaw", {{"deadline_ms", kThawDeadline.count()}}, Deadline::in(kThawDeadline + std::chrono::seconds(2)));
+  if (!r) return fail(r.error());
+  return {};
+}
+
 }  // namespace vmckpt::vmm::agent

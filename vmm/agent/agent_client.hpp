@@ -48,4 +48,15 @@ class Client {
 Status notifyRestored(const std::string& socketPath, const nlohmann::json& deviceMap,
                       std::chrono::milliseconds connectTimeout);
 
+// The three rounds of a group restore (restore --group), once every member runs:
+//  1. restoredForGroup: 'restored' with connect_follows; the plugins rebuild and may
+//     publish ids. Returns {"<plugin>": [object, ...]}: what this guest's processes
+//     published (objects only; the host relays them and never interprets them).
+//  2. connectPeers: 'connect' with every member's published objects merged.
+//  3. notifyThaw: 'thaw', so every process resumes only once all members are connected.
+Result<nlohmann::json> restoredForGroup(const std::string& socketPath, const nlohmann::json& deviceMap,
+                                        std::chrono::milliseconds connectTimeout);
+Status connectPeers(const std::string& socketPath, const nlohmann::json& peers);
+Status notifyThaw(const std::string& socketPath);
+
 }  // namespace vmckpt::vmm::agent

@@ -4,7 +4,9 @@
 # a verbs program with the arguments of vmckpt.ib=ARGS (commas for spaces):
 # vmckpt-ib-workload by default, vmckpt-ib-perf with vmckpt.ibtool=perf. With
 # vmckpt.ibpreload=1 it runs under the interposer (LD_PRELOAD=libvmckpt-ib.so), which
-# registers with the agent as the plugin "ib". Several runs, one after the other: ARGS
+# registers with the agent as the plugin "ib". vmckpt.ibnet=NAME@LOWER/MTU/ADDR/PREFIX
+# first creates a macvlan netdev NAME on LOWER with that MTU and address (another netdev,
+# MAC, GID and MTU for a second rxe link to restart on). Several runs, one after the other: ARGS
 # separated by '+'; a run whose ARGS start with "@pre," runs under the interposer, one
 # starting with "@native," without it, whatever vmckpt.ibpreload says. Prints
 # "ibverbs: link NAME on NETDEV" for each link, then for each run "ibverbs: run K native"
@@ -15,6 +17,7 @@ if [ ! -x /bin/rdma ] || [ ! -e "$lib" ]; then
     exit 1
 fi
 links=rxe0@eth0
+ibnet=
 args=
 tool=workload
 preload=0
@@ -23,11 +26,28 @@ set -f
 for arg in $cmdline; do
     case $arg in
         vmckpt.rxe=*) links=${arg#vmckpt.rxe=} ;;
+        vmckpt.ibnet=*) ibnet=${arg#vmckpt.ibnet=} ;;
         vmckpt.ib=*) args=${arg#vmckpt.ib=} ;;
         vmckpt.ibtool=*) tool=${arg#vmckpt.ibtool=} ;;
         vmckpt.ibpreload=*) preload=${arg#vmckpt.ibpreload=} ;;
     esac
 done
+if [ -n "$ibnet" ]; then
+    name=${ibnet%%@*}
+    rest=${ibnet#*@}
+    lower=${rest%%/*}
+    rest=${rest#*/}
+    mtu=${rest%%/*}
+    addr=${rest#*/}
+    if out=$({ ip link add "$name" link "$lower" type macvlan mode bridge &&
+               ip link set "$name" mtu "$mtu" && ip addr add "$addr" dev "$name" &&
+               ip link set "$name" up; } 2>&1); then
+        echo "ibverbs: netdev $name on $lower, mtu $mtu, $addr"
+    else
+        echo "ibverbs: creating netdev $name on $lower failed: $out"
+        exit 1
+    fi
+fi
 IFS=,
 for link in $links; do
     name=${link%@*}

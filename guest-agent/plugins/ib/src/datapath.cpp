@@ -17,6 +17,7 @@
 #include "gate.hpp"
 #include "ids.hpp"
 #include "real.hpp"
+#include "recvs.hpp"
 #include "shadow.hpp"
 
 namespace vmckpt::ib {
@@ -35,7 +36,7 @@ struct WrCopy {
 bool sendNeedsCopy(const ibv_send_wr* wr, ibv_qp_type type, const Translation& t) {
   if (type == IBV_QPT_UD) return true;
   const bool keys = !t.lkey.empty();
-  const bool rkeys = !t.rkey.empty();
+  const bool rkeys = !t.peer_rkey.empty();
   if (!keys && !rkeys) return false;
   for (; wr != nullptr; wr = wr->next) {
     if (keys && wr->num_sge > 0) return true;
@@ -88,11 +89,11 @@ int copySend(const ibv_send_wr* wr, const ShadowQp& qp, const Translation& t, Wr
       case IBV_WR_RDMA_WRITE:
       case IBV_WR_RDMA_WRITE_WITH_IMM:
       case IBV_WR_RDMA_READ:
-        c.wr.rdma.rkey = t.rkey.toReal(c.wr.rdma.rkey);
+        c.wr.rdma.rkey = t.peerRkeyToReal(qp.dest_gid, c.wr.rdma.rkey);
         break;
       case IBV_WR_ATOMIC_CMP_AND_SWP:
       case IBV_WR_ATOMIC_FETCH_AND_ADD:
-        c.wr.atomic.rkey = t.rkey.toReal(c.wr.atomic.rkey);
+        c.wr.atomic.rkey = t.peerRkeyToReal(qp.dest_gid, c.wr.atomic.rkey);
         break;
       default:
         break;
@@ -101,7 +102,7 @@ int copySend(const ibv_send_wr* wr, const ShadowQp& qp, const Translation& t, Wr
       ShadowAh* ah = fromAh(c.wr.ud.ah);
       if (ah == nullptr) return EINVAL;
       c.wr.ud.ah = ah->real;
-      c.wr.ud.remote_qpn = t.qpn.toReal(c.wr.ud.remote_qpn);
+      c.wr.ud.remote_qpn = t.peerQpnToReal(ah->attr.is_global ? ah->attr.grh.dgid : ibv_gid{}, c.wr.ud.remote_qpn);
     }
   }
   return 0;
@@ -133,16 +134,24 @@ int postSend(ibv_qp* qp, ibv_send_wr* wr, ibv_send_wr** bad) {
   return rc;
 }
 
-// Receive chains carry only lkeys.
+// Receive chains carry only lkeys. What the device accepted is recorded (recvs.hpp).
 template <typename Post>
-int postRecvChain(ibv_recv_wr* wr, ibv_recv_wr** bad, Post&& post) {
+int postRecvChain(ibv_recv_wr* wr, ibv_recv_wr** bad, RecvRecord& record, Post&& post) {
   const Translation& t = translation();
-  if (t.lkey.empty()) return post(wr, bad);
+  if (t.lkey.empty()) {
+    ibv_recv_wr* b = nullptr;
+    int rc = post(wr, &b);
+    recordReceives(record, wr, rc == 0 ? nullptr : b != nullptr ? b : wr);
+    if (bad != nullptr) *bad = b;
+    return rc;
+  }
   WrCopy<ibv_recv_wr> copy;
   copyChain(wr, t, copy);
   ibv_recv_wr* badCopy = nullptr;
   int rc = post(copy.wrs.data(), &badCopy);
-  if (rc != 0 && bad != nullptr) *bad = originalAt(wr, copy.wrs.data(), badCopy);
+  ibv_recv_wr* b = rc == 0 ? nullptr : originalAt(wr, copy.wrs.data(), badCopy);
+  recordReceives(record, wr, rc == 0 ? nullptr : b != nullptr ? b : wr);
+  if (rc != 0 && bad != nullptr) *bad = b;
   return rc;
 }
 
@@ -151,7 +160,8 @@ int postRecv(ibv_qp* qp, ibv_recv_wr* wr, ibv_recv_wr** bad) {
   if (s == nullptr) return EINVAL;
   GatePass pass(gate());
   ibv_qp* r = s->real;
-  return postRecvChain(wr, bad, [r](ibv_recv_wr* w, ibv_recv_wr** b) { return r->context->ops.post_recv(r, w, b); });
+  return postRecvChain(wr, bad, s->recvs,
+                       [r](ibv_recv_wr* w, ibv_recv_wr** b) { return r->context->ops.post_recv(r, w, b); });
 }
 
 int postSrqRecv(ibv_srq* srq, ibv_recv_wr* wr, ibv_recv_wr** bad) {
@@ -159,7 +169,8 @@ int postSrqRecv(ibv_srq* srq, ibv_recv_wr* wr, ibv_recv_wr** bad) {
   if (s == nullptr) return EINVAL;
   GatePass pass(gate());
   ibv_srq* r = s->real;
-  return postRecvChain(wr, bad, [r](ibv_recv_wr* w, ibv_recv_wr** b) { return r->context->ops.post_srq_recv(r, w, b); });
+  return postRecvChain(wr, bad, s->recvs,
+                       [r](ibv_recv_wr* w, ibv_recv_wr** b) { return r->context->ops.post_srq_recv(r, w, b); });
 }
 
 // Moves up to n - got completions from the backlog to wc[got...]; returns the new got.
@@ -176,6 +187,7 @@ int takeBacklog(ShadowCq& s, ibv_wc* wc, int n, int got) {
 int pollCq(ibv_cq* cq, int n, ibv_wc* wc) {
   ShadowCq* s = fromCq(cq);
   if (s == nullptr || n < 0) return -EINVAL;
+  GatePass rebuild(rebuildGate());
   int got = 0;
   if (s->has_backlog.load(std::memory_order_acquire)) {
     std::lock_guard lock(s->backlog_mutex);
@@ -194,6 +206,7 @@ int pollCq(ibv_cq* cq, int n, ibv_wc* wc) {
     more = r->context->ops.poll_cq(r, n - got, wc + got);
   }
   if (more < 0) return got > 0 ? got : more;
+  retireReceives(*s, wc + got, more);
   // Drain markers (drain.hpp) never reach the application, even late ones.
   int kept = got;
   for (int i = got; i < got + more; ++i)
@@ -208,13 +221,17 @@ int pollCq(ibv_cq* cq, int n, ibv_wc* wc) {
 int reqNotifyCq(ibv_cq* cq, int solicitedOnly) {
   ShadowCq* s = fromCq(cq);
   if (s == nullptr) return EINVAL;
+  GatePass rebuild(rebuildGate());
   ibv_cq* r = s->real;
-  return r->context->ops.req_notify_cq(r, solicitedOnly);
+  int rc = r->context->ops.req_notify_cq(r, solicitedOnly);
+  if (rc == 0) s->armed.store(true, std::memory_order_relaxed);
+  return rc;
 }
 
 int queryPort(ibv_context* ctx, uint8_t port, ibv_port_attr* attr, size_t len) {
   ShadowContext* s = fromContext(ctx);
   if (s == nullptr || attr == nullptr) return EINVAL;
+  GatePass rebuild(rebuildGate());
   ibv_port_attr full{};
   verbs_context* rv = verbs_get_ctx_op(s->real, query_port);
   int rc = 0;

@@ -11,6 +11,7 @@
 #include "gate.hpp"
 #include "ids.hpp"
 #include "objects.hpp"
+#include "recvs.hpp"
 
 namespace vmckpt::ib {
 namespace {
@@ -33,7 +34,8 @@ Marker* markerOf(uint64_t wrId) {
   return p >= g_pool && p < g_pool + kPoolSize ? p : nullptr;
 }
 
-// Takes everything off `cq`'s device queue into its backlog (markers counted, not kept).
+}  // namespace
+
 // The backlog mutex is held across the device poll, so an application poll cannot
 // overtake an earlier completion in the backlog.
 int pollIntoBacklog(ShadowCq& cq) {
@@ -44,6 +46,7 @@ int pollIntoBacklog(ShadowCq& cq) {
     int n = cq.real->context->ops.poll_cq(cq.real, 16, wc);
     if (n < 0) return n;
     if (n == 0) break;
+    retireReceives(cq, wc, n);
     const Translation& t = translation();
     for (int i = 0; i < n; ++i) {
       if (consumeMarker(wc[i])) continue;
@@ -56,8 +59,6 @@ int pollIntoBacklog(ShadowCq& cq) {
   return total;
 }
 
-}  // namespace
-
 bool draining() { return g_draining.load(std::memory_order_acquire); }
 
 bool consumeMarker(const ibv_wc& wc) {
@@ -65,6 +66,19 @@ bool consumeMarker(const ibv_wc& wc) {
   if (m == nullptr) return false;
   m->status.store(static_cast<int>(wc.status), std::memory_order_release);
   return true;
+}
+
+bool postWakeMarker(ShadowQp& qp) {
+  Marker* m = &g_pool[g_next];
+  g_next = (g_next + 1) % kPoolSize;
+  m->qp = &qp;
+  m->status.store(-1, std::memory_order_release);
+  ibv_send_wr wr{};
+  wr.wr_id = reinterpret_cast<uintptr_t>(m);
+  wr.opcode = IBV_WR_RDMA_WRITE;
+  wr.send_flags = IBV_SEND_SIGNALED;
+  ibv_send_wr* bad = nullptr;
+  return qp.real->context->ops.post_send(qp.real, &wr, &bad) == 0;
 }
 
 std::string drainSendQueues(std::chrono::milliseconds limit) {

@@ -11,6 +11,8 @@
 #include <chrono>
 #include <string>
 
+#include "shadow.hpp"
+
 namespace vmckpt::ib {
 
 // "" when drained; otherwise a one-line reason (the gate stays closed either way; the
@@ -21,5 +23,15 @@ std::string drainSendQueues(std::chrono::milliseconds limit);
 // is a marker (it is then counted and must not reach the application).
 bool consumeMarker(const ibv_wc& wc);
 bool draining();
+
+// Takes everything off `cq`'s device queue into its backlog (markers filtered out,
+// receives retired, ids made virtual): the drain's poll, and the rebuild's last one on
+// the old device. Returns the number kept, or the device's negative error.
+int pollIntoBacklog(ShadowCq& cq);
+
+// After a rebuild: makes `qp`'s send CQ report a completion (a signaled zero-length RDMA
+// WRITE marker, filtered out like the drain's), so that CQ's channel raises the event
+// the old channel took with it. Caller holds objects().mutex; false when the post fails.
+bool postWakeMarker(ShadowQp& qp);
 
 }  // namespace vmckpt::ib

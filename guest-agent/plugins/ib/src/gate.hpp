@@ -51,7 +51,11 @@ class Gate {
   std::condition_variable opened_;
 };
 
+// The gate in front of posts (closed from PRESUSPEND until the guest runs again).
 Gate& gate();
+// The gate in front of everything else that touches a real object (polls, notification
+// requests, queries): closed only while a rebuild swaps the real objects.
+Gate& rebuildGate();
 
 class GatePass {
  public:

@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 namespace vmckpt::ib {
@@ -34,15 +35,19 @@ class IdTable {
 
   // Maps virtual `v` to real `r` (replacing an earlier mapping of `v`). A mapping to
   // itself removes the entry.
-  void set(const Id& v, const Id& r) {
+  void set(const Id& v, const Id& r) { setAll({{v, r}}); }
+  // Maps many at once (one publication).
+  void setAll(const std::vector<std::pair<Id, Id>>& pairs) {
     std::lock_guard lock(write_);
     Map f = *forward_.load();
     Map b = *backward_.load();
-    if (auto it = f.find(v); it != f.end()) b.erase(it->second);
-    f.erase(v);
-    if (!equal(v, r)) {
-      f[v] = r;
-      b[r] = v;
+    for (const auto& [v, r] : pairs) {
+      if (auto it = f.find(v); it != f.end()) b.erase(it->second);
+      f.erase(v);
+      if (!equal(v, r)) {
+        f[v] = r;
+        b[r] = v;
+      }
     }
     publish(std::move(f), std::move(b));
   }
@@ -79,23 +84,42 @@ struct GidLess {
   bool operator()(const ibv_gid& a, const ibv_gid& b) const { return std::memcmp(a.raw, b.raw, sizeof a.raw) < 0; }
 };
 
+// An id that only means something together with its owner: a peer's QP number or
+// remote key, qualified by a (virtual or real) GID of the peer. Every rxe device numbers
+// its QPs from the same start, so two peers' QP numbers alone would collide.
+struct PeerId {
+  ibv_gid gid{};
+  uint32_t id = 0;
+};
+struct PeerIdLess {
+  bool operator()(const PeerId& a, const PeerId& b) const {
+    if (int c = std::memcmp(a.gid.raw, b.gid.raw, sizeof a.gid.raw); c != 0) return c < 0;
+    return a.id < b.id;
+  }
+};
+
 // Every id space the interposer translates, for one process.
 struct Translation {
-  IdTable<uint32_t> qpn;   // QP numbers, own and peers' (24 bit)
+  IdTable<uint32_t> qpn;   // own QP numbers (24 bit)
   IdTable<uint32_t> lkey;  // own local keys
-  IdTable<uint32_t> rkey;  // remote keys, own and peers'
   IdTable<uint16_t> lid;   // LIDs (InfiniBand; 0 on RoCE)
-  IdTable<ibv_gid, GidLess> gid;
+  IdTable<ibv_gid, GidLess> gid;             // every GID, own and peers'
+  IdTable<PeerId, PeerIdLess> peer_qpn;      // {peer's virtual GID, virtual QPN} -> real pair
+  IdTable<PeerId, PeerIdLess> peer_rkey;     // {peer's virtual GID, virtual rkey} -> real pair
+
+  // A peer's QP number / remote key, as the device must see it.
+  uint32_t peerQpnToReal(const ibv_gid& peer, uint32_t num) const { return peer_qpn.toReal({peer, num}).id; }
+  uint32_t peerRkeyToReal(const ibv_gid& peer, uint32_t key) const { return peer_rkey.toReal({peer, key}).id; }
 
   // Applies the tables to an address vector the application built with virtual ids.
   void avToReal(ibv_ah_attr& av) const {
     av.dlid = lid.toReal(av.dlid);
     if (av.is_global) av.grh.dgid = gid.toReal(av.grh.dgid);
   }
-  // Applies them backwards to a completion the device reported.
+  // Applies them backwards to a completion the device reported. (src_qp, the sender of
+  // a UD message, stays the device's: the completion does not say which peer sent it.)
   void completionToVirtual(ibv_wc& wc) const {
     wc.qp_num = qpn.toVirtual(wc.qp_num);
-    wc.src_qp = qpn.toVirtual(wc.src_qp);
     wc.slid = lid.toVirtual(wc.slid);
   }
 };

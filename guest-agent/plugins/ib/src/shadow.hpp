@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <mutex>
 #include <vector>
 
@@ -33,11 +34,19 @@ enum class Kind : uint32_t {
   ah,
 };
 
+struct ShadowQp;
+
 struct ShadowContext {
   verbs_context vctx;  // the application holds &vctx.context
   Kind kind = Kind::context;
   ibv_context* real = nullptr;
+  // The (virtual) GIDs of this device the application has seen: queried, or used as
+  // the source of an address. A rebuild maps each to the new device's GID of its kind
+  // and publishes the pair, so peers can translate the GIDs they hold. Under
+  // objects().mutex; at most kMaxKnownGids.
+  std::vector<ibv_gid> known_gids;
 };
+inline constexpr size_t kMaxKnownGids = 64;
 
 struct ShadowPd {
   ibv_pd pub;
@@ -51,7 +60,10 @@ struct ShadowMr {
   Kind kind = Kind::mr;
   ibv_mr* real = nullptr;
   ShadowPd* pd = nullptr;
+  void* addr = nullptr;
+  size_t length = 0;
   uint64_t iova = 0;
+  bool has_iova = false;  // registered with an iova (reg_mr_iova/iova2)
   unsigned int access = 0;
 };
 
@@ -69,11 +81,31 @@ struct ShadowCq {
   ShadowContext* ctx = nullptr;
   ShadowChannel* channel = nullptr;
   int comp_vector = 0;
+  int cqe = 0;  // as the application asked
+  // Armed with req_notify_cq and no event taken since: a rebuild re-arms the new CQ and
+  // hands the application one event (the old channel's pending one died with it).
+  std::atomic<bool> armed{false};
+  bool owe_event = false;  // under objects().mutex
+  std::atomic<unsigned> synthetic_events{0};  // handed out, not acked to the device
+  // The queue pairs whose receive queue completes here (to retire recorded receives).
+  std::mutex rq_mutex;
+  std::vector<ShadowQp*> rqps;
   // Completions taken off the device while draining, returned by poll_cq before the
   // device's own (see datapath.cpp).
   std::mutex backlog_mutex;
   std::vector<ibv_wc> backlog;
   std::atomic<bool> has_backlog{false};
+};
+
+// Receives posted and not yet completed, in posting order, with the application's
+// (virtual) lkeys: a rebuild posts them again on the new queue.
+struct RecordedRecv {
+  uint64_t wr_id = 0;
+  std::vector<ibv_sge> sges;
+};
+struct RecvRecord {
+  std::mutex mutex;
+  std::deque<RecordedRecv> posted;
 };
 
 struct ShadowSrq {
@@ -82,7 +114,18 @@ struct ShadowSrq {
   ibv_srq* real = nullptr;
   ShadowPd* pd = nullptr;
   ibv_srq_init_attr init{};
+  RecvRecord recvs;
 };
+
+// One successful modify_qp as the application made it (virtual ids), with the virtual
+// GIDs its source GID indices stood for then: a rebuild replays the history.
+struct QpModify {
+  ibv_qp_attr attr{};
+  int mask = 0;
+  ibv_gid sgid{};      // of attr.ah_attr.grh.sgid_index, when mask has IBV_QP_AV
+  ibv_gid alt_sgid{};  // of attr.alt_ah_attr, when mask has IBV_QP_ALT_PATH
+};
+inline constexpr size_t kMaxQpModifies = 16;
 
 struct ShadowQp {
   ibv_qp pub;  // qp_num: virtual
@@ -93,6 +136,13 @@ struct ShadowQp {
   ShadowCq* recv_cq = nullptr;
   ShadowSrq* srq = nullptr;
   ibv_qp_init_attr init{};  // as created (cap as the device granted it)
+  // Under objects().mutex.
+  std::vector<QpModify> history;
+  bool history_overflow = false;  // more than kMaxQpModifies: cannot be rebuilt
+  size_t replayed = 0;            // history entries a rebuild has replayed so far
+  bool has_dest = false;          // connected (RC/UC): the peer's virtual GID
+  ibv_gid dest_gid{};
+  RecvRecord recvs;  // unused when the QP receives through an SRQ
 };
 
 struct ShadowAh {
@@ -101,6 +151,7 @@ struct ShadowAh {
   ibv_ah* real = nullptr;
   ShadowPd* pd = nullptr;
   ibv_ah_attr attr{};  // as the application gave it (virtual dlid/dgid)
+  ibv_gid sgid{};      // the virtual GID its sgid_index stood for
 };
 
 // Shadow <-> public pointer conversions. from*() returns null for a pointer that is not

@@ -24,6 +24,11 @@ Gate& gate() {
   return g;
 }
 
+Gate& rebuildGate() {
+  static Gate g;
+  return g;
+}
+
 void logLine(const char* format, ...) {
   char line[512];
   int n = std::snprintf(line, sizeof line, "vmckpt-ib: ");

@@ -10,10 +10,15 @@
 // extended ops are refused by the shadow context's null ops (datapath.cpp).
 #include <infiniband/verbs.h>
 
+#include <fcntl.h>
+#include <poll.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <new>
 
+#include "gate.hpp"
 #include "ids.hpp"
 #include "objects.hpp"
 #include "real.hpp"
@@ -52,7 +57,29 @@ void drop(std::vector<T*>& list, T* item) {
   forget(list, item);
 }
 
-ibv_mr* wrapMr(ShadowPd* pd, ibv_mr* r, uint64_t iova, unsigned int access) {
+// Notes a GID of `ctx` the application has seen (virtual), for a rebuild to map.
+void noteGid(ShadowContext& ctx, const ibv_gid& g) {
+  static const ibv_gid zero{};
+  if (std::memcmp(g.raw, zero.raw, sizeof g.raw) == 0) return;
+  std::lock_guard lock(objects().mutex);
+  auto& known = ctx.known_gids;
+  if (known.size() >= kMaxKnownGids) return;
+  for (const ibv_gid& k : known)
+    if (std::memcmp(k.raw, g.raw, sizeof g.raw) == 0) return;
+  known.push_back(g);
+}
+
+// The virtual GID an address vector's sgid_index stands for now (zero when not global).
+ibv_gid sourceGid(ShadowContext& ctx, const ibv_ah_attr& av) {
+  ibv_gid g{};
+  if (!av.is_global || real().query_gid(ctx.real, av.port_num, av.grh.sgid_index, &g) != 0) return ibv_gid{};
+  g = translation().gid.toVirtual(g);
+  noteGid(ctx, g);
+  return g;
+}
+
+ibv_mr* wrapMr(ShadowPd* pd, ibv_mr* r, void* addr, size_t length, bool hasIova, uint64_t iova,
+               unsigned int access) {
   if (r == nullptr) return nullptr;
   auto* s = new (std::nothrow) ShadowMr;
   if (s == nullptr) {
@@ -64,6 +91,9 @@ ibv_mr* wrapMr(ShadowPd* pd, ibv_mr* r, uint64_t iova, unsigned int access) {
   s->pub.pd = &pd->pub;
   s->real = r;
   s->pd = pd;
+  s->addr = addr;
+  s->length = length;
+  s->has_iova = hasIova;
   s->iova = iova;
   s->access = access;
   remember(objects().mrs, s);
@@ -190,7 +220,10 @@ VMCKPT_IB_EXPORT int ibv_query_gid(ibv_context* ctx, uint8_t port, int index, ib
   ShadowContext* s = fromContext(ctx);
   if (s == nullptr) return -1;
   int rc = real().query_gid(s->real, port, index, gid);
-  if (rc == 0 && gid != nullptr) *gid = translation().gid.toVirtual(*gid);
+  if (rc == 0 && gid != nullptr) {
+    *gid = translation().gid.toVirtual(*gid);
+    noteGid(*s, *gid);
+  }
   return rc;
 }
 
@@ -200,7 +233,10 @@ VMCKPT_IB_EXPORT int _ibv_query_gid_ex(ibv_context* ctx, uint32_t port, uint32_t
   if (s == nullptr) return EINVAL;
   if (real().query_gid_ex == nullptr) return EOPNOTSUPP;
   int rc = real().query_gid_ex(s->real, port, index, entry, flags, size);
-  if (rc == 0 && entry != nullptr) entry->gid = translation().gid.toVirtual(entry->gid);
+  if (rc == 0 && entry != nullptr) {
+    entry->gid = translation().gid.toVirtual(entry->gid);
+    noteGid(*s, entry->gid);
+  }
   return rc;
 }
 
@@ -210,7 +246,10 @@ VMCKPT_IB_EXPORT ssize_t _ibv_query_gid_table(ibv_context* ctx, ibv_gid_entry* e
   if (s == nullptr) return -EINVAL;
   if (real().query_gid_table == nullptr) return -EOPNOTSUPP;
   ssize_t n = real().query_gid_table(s->real, entries, max, flags, size);
-  for (ssize_t i = 0; i < n; ++i) entries[i].gid = translation().gid.toVirtual(entries[i].gid);
+  for (ssize_t i = 0; i < n; ++i) {
+    entries[i].gid = translation().gid.toVirtual(entries[i].gid);
+    noteGid(*s, entries[i].gid);
+  }
   return n;
 }
 
@@ -259,8 +298,8 @@ VMCKPT_IB_EXPORT ibv_mr* ibv_reg_mr(ibv_pd* pd, void* addr, size_t length, int a
   ShadowPd* p = fromPd(pd);
   if (p == nullptr) return failNull<ibv_mr>(EINVAL);
   if (access & IBV_ACCESS_ON_DEMAND) return failNull<ibv_mr>(refuse("on-demand paging (IBV_ACCESS_ON_DEMAND)"));
-  return wrapMr(p, real().reg_mr(p->real, addr, length, access), reinterpret_cast<uintptr_t>(addr),
-                static_cast<unsigned int>(access));
+  return wrapMr(p, real().reg_mr(p->real, addr, length, access), addr, length, false,
+                reinterpret_cast<uintptr_t>(addr), static_cast<unsigned int>(access));
 }
 
 VMCKPT_IB_EXPORT ibv_mr* ibv_reg_mr_iova(ibv_pd* pd, void* addr, size_t length, uint64_t iova, int access) {
@@ -268,7 +307,8 @@ VMCKPT_IB_EXPORT ibv_mr* ibv_reg_mr_iova(ibv_pd* pd, void* addr, size_t length, 
   if (p == nullptr) return failNull<ibv_mr>(EINVAL);
   if (access & IBV_ACCESS_ON_DEMAND) return failNull<ibv_mr>(refuse("on-demand paging (IBV_ACCESS_ON_DEMAND)"));
   if (real().reg_mr_iova == nullptr) return failNull<ibv_mr>(ENOSYS);
-  return wrapMr(p, real().reg_mr_iova(p->real, addr, length, iova, access), iova, static_cast<unsigned int>(access));
+  return wrapMr(p, real().reg_mr_iova(p->real, addr, length, iova, access), addr, length, true, iova,
+                static_cast<unsigned int>(access));
 }
 
 VMCKPT_IB_EXPORT ibv_mr* ibv_reg_mr_iova2(ibv_pd* pd, void* addr, size_t length, uint64_t iova, unsigned int access) {
@@ -276,7 +316,7 @@ VMCKPT_IB_EXPORT ibv_mr* ibv_reg_mr_iova2(ibv_pd* pd, void* addr, size_t length,
   if (p == nullptr) return failNull<ibv_mr>(EINVAL);
   if (access & IBV_ACCESS_ON_DEMAND) return failNull<ibv_mr>(refuse("on-demand paging (IBV_ACCESS_ON_DEMAND)"));
   if (real().reg_mr_iova2 == nullptr) return failNull<ibv_mr>(ENOSYS);
-  return wrapMr(p, real().reg_mr_iova2(p->real, addr, length, iova, access), iova, access);
+  return wrapMr(p, real().reg_mr_iova2(p->real, addr, length, iova, access), addr, length, true, iova, access);
 }
 
 VMCKPT_IB_EXPORT ibv_mr* ibv_reg_dmabuf_mr(ibv_pd*, uint64_t, size_t, uint64_t, int, int) {
@@ -353,6 +393,7 @@ VMCKPT_IB_EXPORT ibv_cq* ibv_create_cq(ibv_context* ctx, int cqe, void* cq_conte
   s->ctx = c;
   s->channel = ch;
   s->comp_vector = comp_vector;
+  s->cqe = cqe;
   remember(objects().cqs, s);
   return &s->pub;
 }
@@ -377,15 +418,50 @@ VMCKPT_IB_EXPORT int ibv_destroy_cq(ibv_cq* cq) {
   return 0;
 }
 
+namespace {
+
+// An event a rebuild owes the application on `ch` (armed CQs whose old channel died).
+ShadowCq* takeSyntheticEvent(ShadowChannel& ch) {
+  std::lock_guard lock(objects().mutex);
+  for (ShadowCq* c : objects().cqs) {
+    if (c->channel != &ch || !c->owe_event) continue;
+    c->owe_event = false;
+    c->synthetic_events.fetch_add(1);
+    return c;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+// Blocking channels wait in poll() with a short timeout rather than in the device's
+// read(): a rebuild replaces the channel's file, and a read() on the old one would
+// never return. Events a rebuild owes come first.
 VMCKPT_IB_EXPORT int ibv_get_cq_event(ibv_comp_channel* channel, ibv_cq** cq, void** cq_context) {
   ShadowChannel* ch = fromChannel(channel);
   if (ch == nullptr) return -1;
+  for (;;) {
+    {
+      GatePass rebuild(rebuildGate());
+      if (ShadowCq* owed = takeSyntheticEvent(*ch); owed != nullptr) {
+        owed->armed.store(false);
+        *cq = &owed->pub;
+        if (cq_context != nullptr) *cq_context = owed->pub.cq_context;
+        return 0;
+      }
+      pollfd p{ch->real->fd, POLLIN, 0};
+      const bool blocking = (fcntl(ch->real->fd, F_GETFL) & O_NONBLOCK) == 0;
+      if (!blocking || ::poll(&p, 1, 100) != 0) break;
+    }
+  }
+  GatePass rebuild(rebuildGate());
   ibv_cq* r = nullptr;
   int rc = real().get_cq_event(ch->real, &r, cq_context);
   if (rc != 0) return rc;
   std::lock_guard lock(objects().mutex);
   for (ShadowCq* s : objects().cqs) {
     if (s->real == r) {
+      s->armed.store(false);
       *cq = &s->pub;
       return 0;
     }
@@ -397,7 +473,20 @@ VMCKPT_IB_EXPORT int ibv_get_cq_event(ibv_comp_channel* channel, ibv_cq** cq, vo
 }
 
 VMCKPT_IB_EXPORT void ibv_ack_cq_events(ibv_cq* cq, unsigned int n) {
-  if (ShadowCq* s = fromCq(cq); s != nullptr) real().ack_cq_events(s->real, n);
+  ShadowCq* s = fromCq(cq);
+  if (s == nullptr) return;
+  // Synthetic events were never reported by the device: acking them there would make
+  // ibv_destroy_cq wait forever.
+  unsigned owed = s->synthetic_events.load();
+  while (owed > 0 && n > 0) {
+    unsigned take = std::min(owed, n);
+    if (s->synthetic_events.compare_exchange_weak(owed, owed - take)) {
+      n -= take;
+      break;
+    }
+  }
+  GatePass rebuild(rebuildGate());
+  if (n > 0) real().ack_cq_events(s->real, n);
 }
 
 // --- shared receive queues ------------------------------------------------------------------
@@ -495,6 +584,10 @@ VMCKPT_IB_EXPORT ibv_qp* ibv_create_qp(ibv_pd* pd, ibv_qp_init_attr* attr) {
   s->recv_cq = rcq;
   s->srq = srq;
   s->init = *attr;
+  {
+    std::lock_guard lock(rcq->rq_mutex);
+    rcq->rqps.push_back(s);
+  }
   remember(objects().qps, s);
   return &s->pub;
 }
@@ -504,12 +597,34 @@ VMCKPT_IB_EXPORT int ibv_modify_qp(ibv_qp* qp, ibv_qp_attr* attr, int mask) {
   if (s == nullptr || attr == nullptr) return EINVAL;
   ibv_qp_attr r = *attr;
   const Translation& t = translation();
-  if (mask & IBV_QP_DEST_QPN) r.dest_qp_num = t.qpn.toReal(attr->dest_qp_num);
+  // A connected QP's peer is named by the AV's GID, which comes with the dest QPN.
+  ibv_gid peer = (mask & IBV_QP_AV) && attr->ah_attr.is_global ? attr->ah_attr.grh.dgid : s->dest_gid;
+  if (mask & IBV_QP_DEST_QPN) r.dest_qp_num = t.peerQpnToReal(peer, attr->dest_qp_num);
   if (mask & IBV_QP_AV) t.avToReal(r.ah_attr);
   if (mask & IBV_QP_ALT_PATH) t.avToReal(r.alt_ah_attr);
   int rc = real().modify_qp(s->real, &r, mask);
-  if (rc == 0 && (mask & IBV_QP_STATE)) s->pub.state = attr->qp_state;
-  return rc;
+  if (rc != 0) return rc;
+  if (mask & IBV_QP_STATE) s->pub.state = attr->qp_state;
+  QpModify m;
+  m.attr = *attr;
+  m.mask = mask;
+  if (mask & IBV_QP_AV) m.sgid = sourceGid(*s->pd->ctx, attr->ah_attr);
+  if (mask & IBV_QP_ALT_PATH) m.alt_sgid = sourceGid(*s->pd->ctx, attr->alt_ah_attr);
+  std::lock_guard lock(objects().mutex);
+  if (mask & IBV_QP_AV) {
+    s->has_dest = true;
+    s->dest_gid = peer;
+  }
+  if ((mask & IBV_QP_STATE) && attr->qp_state == IBV_QPS_RESET) {
+    s->history.clear();  // a reset QP starts over
+    s->history_overflow = false;
+    s->has_dest = false;
+  } else if (s->history.size() < kMaxQpModifies) {
+    s->history.push_back(m);
+  } else {
+    s->history_overflow = true;
+  }
+  return 0;
 }
 
 VMCKPT_IB_EXPORT int ibv_query_qp(ibv_qp* qp, ibv_qp_attr* attr, int mask, ibv_qp_init_attr* init) {
@@ -518,7 +633,7 @@ VMCKPT_IB_EXPORT int ibv_query_qp(ibv_qp* qp, ibv_qp_attr* attr, int mask, ibv_q
   int rc = real().query_qp(s->real, attr, mask, init);
   if (rc != 0) return rc;
   const Translation& t = translation();
-  attr->dest_qp_num = t.qpn.toVirtual(attr->dest_qp_num);
+  attr->dest_qp_num = t.peer_qpn.toVirtual({attr->ah_attr.grh.dgid, attr->dest_qp_num}).id;
   attr->ah_attr.dlid = t.lid.toVirtual(attr->ah_attr.dlid);
   if (attr->ah_attr.is_global) attr->ah_attr.grh.dgid = t.gid.toVirtual(attr->ah_attr.grh.dgid);
   if (init != nullptr) {
@@ -535,6 +650,10 @@ VMCKPT_IB_EXPORT int ibv_destroy_qp(ibv_qp* qp) {
   if (s == nullptr) return EINVAL;
   int rc = real().destroy_qp(s->real);
   if (rc != 0) return rc;
+  {
+    std::lock_guard lock(s->recv_cq->rq_mutex);
+    forget(s->recv_cq->rqps, s);
+  }
   drop(objects().qps, s);
   pthread_mutex_destroy(&s->pub.mutex);
   pthread_cond_destroy(&s->pub.cond);
@@ -575,6 +694,7 @@ VMCKPT_IB_EXPORT ibv_ah* ibv_create_ah(ibv_pd* pd, ibv_ah_attr* attr) {
   s->real = a;
   s->pd = p;
   s->attr = *attr;
+  s->sgid = sourceGid(*p->ctx, *attr);
   remember(objects().ahs, s);
   return &s->pub;
 }
@@ -598,7 +718,6 @@ VMCKPT_IB_EXPORT int ibv_init_ah_from_wc(ibv_context* ctx, uint8_t port, ibv_wc*
   if (s == nullptr || wc == nullptr || attr == nullptr) return EINVAL;
   const Translation& t = translation();
   ibv_wc r = *wc;
-  r.src_qp = t.qpn.toReal(wc->src_qp);
   r.slid = t.lid.toReal(wc->slid);
   int rc = real().init_ah_from_wc(s->real, port, &r, grh, attr);
   if (rc != 0) return rc;
