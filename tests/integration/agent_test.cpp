@@ -69,7 +69,7 @@ TEST_F(AgentTest, EventsArriveInOrderAcrossSnapshotAndRestore) {
   bootDemo("a1");
   CliRun ping = vmckpt({"agent", "a1", "ping", "--json"});
   ASSERT_EQ(ping.code, 0) << ping.err;
-  EXPECT_EQ(ping.json()["result"]["api_version"], 1);
+  EXPECT_EQ(ping.json()["result"]["api_version"], 2);
 
   CliRun snap = vmckpt({"snapshot", "a1", "--agent", "required", "--json"});
   ASSERT_EQ(snap.code, 0) << snap.err;
