@@ -91,6 +91,13 @@ class IbGuestTest : public vmckpt::test::VmckptTest {
     return "";
   }
 
+  // Kernel arguments for a second rxe link, rxe1, on a macvlan netdev of its own: another
+  // MAC, IPv4 address (10.78.0.<host>) and GID, and MTU 1000, so rxe's active MTU is 512
+  // instead of eth0's 1024. The job runs on rxe0 (--dev rxe0) and can be moved there.
+  static std::string secondLink(int host) {
+    return cat("vmckpt.ibnet=mv0@eth0/1000/10.78.0.", host, "/24 vmckpt.rxe=rxe0@eth0,rxe1@mv0");
+  }
+
   // A multicast group of our own: tests may run beside other jobs.
   std::string ownGroup() {
     return cat("239.255.", rng_() % 250 + 1, ".", rng_() % 250 + 1, ":", 20000 + rng_() % 20000);
@@ -150,7 +157,8 @@ TEST_P(IbJobTest, WorkloadCompletesAcrossGroupSnapshotsKillsAndRestores) {
     const std::string peer = cat("10.77.0.", i % n + 1, ":7000");
     std::string args = n == 2 ? (i == 1 ? std::string("--listen,7000") : "--connect," + peer)
                               : "--listen,7000,--connect," + peer;
-    createIbGuest(cat("ib", i), group, i, args + cat(",--iters,", iters, ",--report,5,--interval-ms,20"));
+    createIbGuest(cat("ib", i), group, i, args + cat(",--dev,rxe0,--iters,", iters, ",--report,5,--interval-ms,20"),
+                  secondLink(i));
     vms.push_back(cat("ib", i));
   }
   for (const auto& vm : vms) ASSERT_EQ(vmckpt({"start", vm}).code, 0);
@@ -212,17 +220,22 @@ TEST_P(IbJobTest, WorkloadCompletesAcrossGroupSnapshotsKillsAndRestores) {
     for (int pid : qemuPids()) ASSERT_EQ(::kill(pid, SIGKILL), 0);
     for (int i = 0; i < 100 && !qemuPids().empty(); ++i) std::this_thread::sleep_for(50ms);
     ASSERT_TRUE(qemuPids().empty());
-    // Odd cycles restore the group together (all loaded paused, all continued, then
-    // RESTART everywhere); even ones one VM after the other, each running while the next
-    // loads: with rxe's infinite retry_cnt both must work.
+    // Odd cycles restore the group together (all loaded paused, all continued, then the
+    // agent rounds), moving the job to the other rxe link each time (rxe0 -> rxe1 ->
+    // rxe0 ...: every process rebuilds and the ids go through the host); even ones one
+    // VM after the other, each running while the next loads, on the link the job is on
+    // (the map stays in each VM's spec): with rxe's infinite retry_cnt both must work.
     if (cycle % 2 == 1) {
+      const std::string link = cycle % 4 == 1 ? "rxe1" : "rxe0";
       std::vector<std::string> rargs = {"restore"};
       rargs.insert(rargs.end(), vms.begin(), vms.end());
-      rargs.insert(rargs.end(), {"--group", g["id"].get<std::string>(), "--json"});
+      rargs.insert(rargs.end(), {"--group", g["id"].get<std::string>(), "--map", "ib=" + link, "--json"});
       CliRun rest = vmckpt(rargs);
       ASSERT_EQ(rest.code, 0) << rest.err;
       Json r = rest.json();
       for (const auto& m : r["members"]) EXPECT_TRUE(m["agent_note"].is_null()) << rest.out;
+      note(cat("cycle ", cycle, ": moved to ", link, ", ids exchanged (", r["published_bytes"].dump(), " bytes) in ",
+               r["exchange_ms"].dump(), " ms"));
     } else {
       for (const auto& vm : vms) {
         CliRun rest = vmckpt({"restore", vm, ids[vm], "--json"});
@@ -329,11 +342,8 @@ TEST_F(IbGuestTest, GroupRestoreMovesTheJobToAnotherLinkNetdevGidAndMtu) {
   std::mt19937& rng = rng_;
   const std::string group = ownGroup();
   const std::string common = ",--dev,rxe0,--iters,300,--report,5,--interval-ms,20";
-  auto extra = [](int host) {
-    return cat("vmckpt.ibnet=mv0@eth0/1000/10.78.0.", host, "/24 vmckpt.rxe=rxe0@eth0,rxe1@mv0");
-  };
-  createIbGuest("ib1", group, 1, "--listen,7000" + common, extra(1));
-  createIbGuest("ib2", group, 2, "--connect,10.77.0.1:7000" + common, extra(2));
+  createIbGuest("ib1", group, 1, "--listen,7000" + common, secondLink(1));
+  createIbGuest("ib2", group, 2, "--connect,10.77.0.1:7000" + common, secondLink(2));
   const std::vector<std::string> vms = {"ib1", "ib2"};
   for (const auto& vm : vms) ASSERT_EQ(vmckpt({"start", vm}).code, 0);
   for (const auto& vm : vms) ASSERT_TRUE(waitForConsole(vm, "vmckpt-test-guest: ready", 180s)) << console(vm);

@@ -163,7 +163,8 @@ Status notifyThaw(const std::string& socketPath) {
   constexpr std::chrono::milliseconds kThawDeadline{10000};
   auto c = Client::connect(socketPath, Deadline::in(std::chrono::seconds(10)));
   if (!c) return fail(c.error());
-  auto r = c->call("thaw", {{"deadline_ms", kThawDeadline.count()}}, Deadline::in(kThawDeadline + std::chrono::seconds(2)));
+  auto r = c->call("thaw", {{"deadline_ms", kThawDeadline.count()}},
+                   Deadline::in(kThawDeadline + std::chrono::seconds(2)));
   if (!r) return fail(r.error());
   return {};
 }

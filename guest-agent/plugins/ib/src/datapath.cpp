@@ -101,6 +101,7 @@ int copySend(const ibv_send_wr* wr, const ShadowQp& qp, const Translation& t, Wr
     if (qp.pub.qp_type == IBV_QPT_UD) {
       ShadowAh* ah = fromAh(c.wr.ud.ah);
       if (ah == nullptr) return EINVAL;
+      if (ah->real == nullptr) return EIO;
       c.wr.ud.ah = ah->real;
       c.wr.ud.remote_qpn = t.peerQpnToReal(ah->attr.is_global ? ah->attr.grh.dgid : ibv_gid{}, c.wr.ud.remote_qpn);
     }
@@ -121,6 +122,7 @@ int postSend(ibv_qp* qp, ibv_send_wr* wr, ibv_send_wr** bad) {
   if (s == nullptr) return EINVAL;
   GatePass pass(gate());
   ibv_qp* r = s->real;
+  if (r == nullptr) return EIO;  // a failed rebuild left it without a device
   const Translation& t = translation();
   if (!sendNeedsCopy(wr, s->pub.qp_type, t)) return r->context->ops.post_send(r, wr, bad);
   WrCopy<ibv_send_wr> copy;
@@ -160,6 +162,7 @@ int postRecv(ibv_qp* qp, ibv_recv_wr* wr, ibv_recv_wr** bad) {
   if (s == nullptr) return EINVAL;
   GatePass pass(gate());
   ibv_qp* r = s->real;
+  if (r == nullptr) return EIO;
   return postRecvChain(wr, bad, s->recvs,
                        [r](ibv_recv_wr* w, ibv_recv_wr** b) { return r->context->ops.post_recv(r, w, b); });
 }
@@ -169,6 +172,7 @@ int postSrqRecv(ibv_srq* srq, ibv_recv_wr* wr, ibv_recv_wr** bad) {
   if (s == nullptr) return EINVAL;
   GatePass pass(gate());
   ibv_srq* r = s->real;
+  if (r == nullptr) return EIO;
   return postRecvChain(wr, bad, s->recvs,
                        [r](ibv_recv_wr* w, ibv_recv_wr** b) { return r->context->ops.post_srq_recv(r, w, b); });
 }
@@ -195,6 +199,7 @@ int pollCq(ibv_cq* cq, int n, ibv_wc* wc) {
     if (got == n) return got;
   }
   ibv_cq* r = s->real;
+  if (r == nullptr) return got > 0 ? got : -EIO;
   int more = 0;
   if (draining()) {
     // The drain polls this CQ too: serialize with it so no completion overtakes one
@@ -223,6 +228,7 @@ int reqNotifyCq(ibv_cq* cq, int solicitedOnly) {
   if (s == nullptr) return EINVAL;
   GatePass rebuild(rebuildGate());
   ibv_cq* r = s->real;
+  if (r == nullptr) return EIO;
   int rc = r->context->ops.req_notify_cq(r, solicitedOnly);
   if (rc == 0) s->armed.store(true, std::memory_order_relaxed);
   return rc;

@@ -51,7 +51,8 @@ vmckpt_result failWith(char* reason, size_t len, const std::string& why) {
 std::vector<std::string> openDevices() {
   std::lock_guard lock(objects().mutex);
   std::vector<std::string> names;
-  for (ShadowContext* c : objects().contexts) names.emplace_back(ibv_get_device_name(c->real->device));
+  for (ShadowContext* c : objects().contexts)
+    if (c->real != nullptr) names.emplace_back(ibv_get_device_name(c->real->device));
   return names;
 }
 

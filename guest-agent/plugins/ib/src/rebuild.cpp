@@ -131,7 +131,8 @@ std::string replay(ShadowQp& qp, bool peers, const std::vector<std::pair<int, ib
       return "";
     };
     if (m.mask & IBV_QP_AV)
-      if (std::string e = remapAv(r.ah_attr, m.sgid); !e.empty()) return "QP " + std::to_string(qp.pub.qp_num) + ": " + e;
+      if (std::string e = remapAv(r.ah_attr, m.sgid); !e.empty())
+        return "QP " + std::to_string(qp.pub.qp_num) + ": " + e;
     if (m.mask & IBV_QP_ALT_PATH)
       if (std::string e = remapAv(r.alt_ah_attr, m.alt_sgid); !e.empty())
         return "QP " + std::to_string(qp.pub.qp_num) + " (alternate path): " + e;
@@ -177,13 +178,22 @@ uint32_t activeMtuOf(ibv_context* ctx) {
 // Releases the objects of the device the guest was captured with. CQs and channels are
 // left to close_device: ibv_destroy_cq waits for every reported event to be acked, and
 // the application may hold one unacked.
-void releaseOld(Objects& o, ibv_context* old) {
-  for (ShadowAh* a : o.ahs) real().destroy_ah(a->real);
-  for (ShadowQp* q : o.qps) real().destroy_qp(q->real);
-  for (ShadowSrq* q : o.srqs) real().destroy_srq(q->real);
-  for (ShadowMr* m : o.mrs) real().dereg_mr(m->real);
-  for (ShadowPd* p : o.pds) real().dealloc_pd(p->real);
-  real().close_device(old);
+// Every real pointer is nulled: until the rebuild re-creates an object, the data path
+// and the wrappers see null (EIO) instead of freed memory, should the rebuild fail.
+void releaseOld(Objects& o, ShadowContext& c) {
+  auto drop = [](auto* shadow, auto destroy) {
+    if (shadow->real != nullptr) destroy(shadow->real);
+    shadow->real = nullptr;
+  };
+  for (ShadowAh* a : o.ahs) drop(a, real().destroy_ah);
+  for (ShadowQp* q : o.qps) drop(q, real().destroy_qp);
+  for (ShadowSrq* q : o.srqs) drop(q, real().destroy_srq);
+  for (ShadowMr* m : o.mrs) drop(m, real().dereg_mr);
+  for (ShadowPd* p : o.pds) drop(p, real().dealloc_pd);
+  for (ShadowCq* q : o.cqs) q->real = nullptr;  // freed with the device (see above)
+  for (ShadowChannel* ch : o.channels) ch->real = nullptr;
+  if (c.real != nullptr) real().close_device(c.real);
+  c.real = nullptr;
 }
 
 // True when `g` is the source GID of an address some QP or AH uses.
@@ -218,6 +228,7 @@ std::string rebuildLocal(const std::string& device, Json& published) {
     if (q->history_overflow)
       return "QP " + std::to_string(q->pub.qp_num) + " was modified more than " + std::to_string(kMaxQpModifies) +
              " times without a reset; its state cannot be replayed";
+  if (c.real == nullptr && device.empty()) return "no device to rebuild on: an earlier rebuild failed; name one";
   const std::string name = device.empty() ? std::string(ibv_get_device_name(c.real->device)) : device;
 
   int count = 0;
@@ -233,9 +244,10 @@ std::string rebuildLocal(const std::string& device, Json& published) {
   // What arrived after the drain's last poll (a peer's sends, acknowledged before its
   // own drain ended) is still on the old CQs: into the backlogs, or it would be lost.
   for (ShadowCq* q : o.cqs)
-    if (pollIntoBacklog(*q) < 0) logLine("the last poll of a CQ on the old device failed; continuing");
+    if (q->real != nullptr && pollIntoBacklog(*q) < 0)
+      logLine("the last poll of a CQ on the old device failed; continuing");
   // Old objects first: their fd numbers become free for the new device's.
-  releaseOld(o, c.real);
+  releaseOld(o, c);
   ibv_context* fresh = real().open_device(dev);
   ibv_free_device_list(list);  // an open context keeps its device
   if (fresh == nullptr) return "opening '" + name + "': " + std::strerror(errno);
@@ -431,6 +443,7 @@ std::string connectPeers(const Json& peers) {
   t.peer_rkey.setAll(rkeys);
   if (o.contexts.empty()) return "";
   ibv_context* ctx = o.contexts.front()->real;
+  if (ctx == nullptr) return "the rebuild before this CONNECT failed: no device";
   const auto table = gidTable(ctx);
   const uint32_t mtu = activeMtuOf(ctx);
   std::string err = each(o.qps, [&](ShadowQp& q) { return replay(q, true, table, mtu); });

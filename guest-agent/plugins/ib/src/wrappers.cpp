@@ -121,7 +121,8 @@ VMCKPT_IB_EXPORT ibv_context* ibv_open_device(ibv_device* device) {
 VMCKPT_IB_EXPORT int ibv_close_device(ibv_context* ctx) {
   ShadowContext* s = fromContext(ctx);
   if (s == nullptr) return EINVAL;
-  int rc = real().close_device(s->real);
+  // Null: a rebuild released it and failed before re-creating it.
+  int rc = s->real != nullptr ? real().close_device(s->real) : 0;
   if (rc != 0) return rc;
   drop(objects().contexts, s);
   pthread_mutex_destroy(&s->vctx.context.mutex);
@@ -287,7 +288,7 @@ VMCKPT_IB_EXPORT ibv_pd* ibv_alloc_pd(ibv_context* ctx) {
 VMCKPT_IB_EXPORT int ibv_dealloc_pd(ibv_pd* pd) {
   ShadowPd* s = fromPd(pd);
   if (s == nullptr) return EINVAL;
-  int rc = real().dealloc_pd(s->real);
+  int rc = s->real != nullptr ? real().dealloc_pd(s->real) : 0;
   if (rc != 0) return rc;
   drop(objects().pds, s);
   delete s;
@@ -330,7 +331,7 @@ VMCKPT_IB_EXPORT int ibv_rereg_mr(ibv_mr*, int, ibv_pd*, void*, size_t, int) {
 VMCKPT_IB_EXPORT int ibv_dereg_mr(ibv_mr* mr) {
   ShadowMr* s = fromMr(mr);
   if (s == nullptr) return EINVAL;
-  int rc = real().dereg_mr(s->real);
+  int rc = s->real != nullptr ? real().dereg_mr(s->real) : 0;
   if (rc != 0) return rc;
   drop(objects().mrs, s);
   delete s;
@@ -360,7 +361,7 @@ VMCKPT_IB_EXPORT ibv_comp_channel* ibv_create_comp_channel(ibv_context* ctx) {
 VMCKPT_IB_EXPORT int ibv_destroy_comp_channel(ibv_comp_channel* channel) {
   ShadowChannel* s = fromChannel(channel);
   if (s == nullptr) return EINVAL;
-  int rc = real().destroy_comp_channel(s->real);
+  int rc = s->real != nullptr ? real().destroy_comp_channel(s->real) : 0;
   if (rc != 0) return rc;
   drop(objects().channels, s);
   delete s;
@@ -409,7 +410,7 @@ VMCKPT_IB_EXPORT int ibv_resize_cq(ibv_cq* cq, int cqe) {
 VMCKPT_IB_EXPORT int ibv_destroy_cq(ibv_cq* cq) {
   ShadowCq* s = fromCq(cq);
   if (s == nullptr) return EINVAL;
-  int rc = real().destroy_cq(s->real);
+  int rc = s->real != nullptr ? real().destroy_cq(s->real) : 0;
   if (rc != 0) return rc;
   drop(objects().cqs, s);
   pthread_mutex_destroy(&s->pub.mutex);
@@ -448,6 +449,10 @@ VMCKPT_IB_EXPORT int ibv_get_cq_event(ibv_comp_channel* channel, ibv_cq** cq, vo
         *cq = &owed->pub;
         if (cq_context != nullptr) *cq_context = owed->pub.cq_context;
         return 0;
+      }
+      if (ch->real == nullptr) {  // a failed rebuild left it without a device
+        errno = EIO;
+        return -1;
       }
       pollfd p{ch->real->fd, POLLIN, 0};
       const bool blocking = (fcntl(ch->real->fd, F_GETFL) & O_NONBLOCK) == 0;
@@ -532,7 +537,7 @@ VMCKPT_IB_EXPORT int ibv_query_srq(ibv_srq* srq, ibv_srq_attr* attr) {
 VMCKPT_IB_EXPORT int ibv_destroy_srq(ibv_srq* srq) {
   ShadowSrq* s = fromSrq(srq);
   if (s == nullptr) return EINVAL;
-  int rc = real().destroy_srq(s->real);
+  int rc = s->real != nullptr ? real().destroy_srq(s->real) : 0;
   if (rc != 0) return rc;
   drop(objects().srqs, s);
   pthread_mutex_destroy(&s->pub.mutex);
@@ -595,6 +600,7 @@ VMCKPT_IB_EXPORT ibv_qp* ibv_create_qp(ibv_pd* pd, ibv_qp_init_attr* attr) {
 VMCKPT_IB_EXPORT int ibv_modify_qp(ibv_qp* qp, ibv_qp_attr* attr, int mask) {
   ShadowQp* s = fromQp(qp);
   if (s == nullptr || attr == nullptr) return EINVAL;
+  if (s->real == nullptr) return EIO;
   ibv_qp_attr r = *attr;
   const Translation& t = translation();
   // A connected QP's peer is named by the AV's GID, which comes with the dest QPN.
@@ -630,6 +636,7 @@ VMCKPT_IB_EXPORT int ibv_modify_qp(ibv_qp* qp, ibv_qp_attr* attr, int mask) {
 VMCKPT_IB_EXPORT int ibv_query_qp(ibv_qp* qp, ibv_qp_attr* attr, int mask, ibv_qp_init_attr* init) {
   ShadowQp* s = fromQp(qp);
   if (s == nullptr || attr == nullptr) return EINVAL;
+  if (s->real == nullptr) return EIO;
   int rc = real().query_qp(s->real, attr, mask, init);
   if (rc != 0) return rc;
   const Translation& t = translation();
@@ -648,7 +655,7 @@ VMCKPT_IB_EXPORT int ibv_query_qp(ibv_qp* qp, ibv_qp_attr* attr, int mask, ibv_q
 VMCKPT_IB_EXPORT int ibv_destroy_qp(ibv_qp* qp) {
   ShadowQp* s = fromQp(qp);
   if (s == nullptr) return EINVAL;
-  int rc = real().destroy_qp(s->real);
+  int rc = s->real != nullptr ? real().destroy_qp(s->real) : 0;
   if (rc != 0) return rc;
   {
     std::lock_guard lock(s->recv_cq->rq_mutex);
@@ -702,7 +709,7 @@ VMCKPT_IB_EXPORT ibv_ah* ibv_create_ah(ibv_pd* pd, ibv_ah_attr* attr) {
 VMCKPT_IB_EXPORT int ibv_destroy_ah(ibv_ah* ah) {
   ShadowAh* s = fromAh(ah);
   if (s == nullptr) return EINVAL;
-  int rc = real().destroy_ah(s->real);
+  int rc = s->real != nullptr ? real().destroy_ah(s->real) : 0;
   if (rc != 0) return rc;
   drop(objects().ahs, s);
   delete s;
