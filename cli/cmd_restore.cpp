@@ -24,7 +24,9 @@ void addRestore(CLI::App& app, Context& ctx) {
       ->required();
   sub->add_option("--group", o->group,
                   "Restore the VMs named together from their snapshots of this group snapshot (its id, or the group's "
-                  "name for its newest): all loaded paused, then all continued, then each agent told 'restored'");
+                  "name for its newest): all loaded paused, then all continued, then every agent told 'restored' "
+                  "(plugins rebuild, on --map's device, and publish new ids), 'connect' (every member's ids) and "
+                  "'thaw'");
   sub->add_option("--connect,-c", o->connect,
                   "A libvirt URI (e.g. qemu:///system): revert the libvirt domain NAME to a vmckpt snapshot (the "
                   "domain must be shut off; it is defined again if it was undefined)");
@@ -33,7 +35,7 @@ void addRestore(CLI::App& app, Context& ctx) {
   sub->add_flag("--paused", o->paused, "Leave the restored guest paused");
   sub->add_option("--map", o->maps,
                   "KEY=VALUE: what the VM gets instead of a device it had, told to the guest agent's plugins "
-                  "(e.g. ib=rxe:eth0, gpu=none, net=user; repeatable; kept in the VM spec)");
+                  "(e.g. ib=rxe1 (a verbs device name), gpu=none, net=user; repeatable; kept in the VM spec)");
   sub->callback([&ctx, o] {
     ctx.action = [&ctx, o]() -> Status {
       auto mgr = ctx.manager();
