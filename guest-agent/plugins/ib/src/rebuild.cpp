@@ -1,5 +1,6 @@
 #include "rebuild.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -102,13 +103,12 @@ struct GateClosed {
   bool ok;
 };
 
-// Keeps the application's fd number `visible` valid for the new file `fresh` (both open
-// now): dup2 onto it unless the number belongs to another live fd of ours; then the
-// application sees the new number instead.
-int keepFdNumber(int visible, int fresh, const std::vector<int>& busy) {
-  if (visible == fresh) return visible;
-  for (int b : busy)
-    if (b == visible) return fresh;
+// Keeps the application's fd number `visible` (closed with the old device) valid for the
+// new file `fresh`: dup2 onto it, unless something took that number meanwhile (one of
+// the new device's fds, or the application's own); then the application sees `fresh`.
+int keepFdNumber(int visible, int fresh) {
+  if (visible == fresh || visible < 0) return fresh;
+  if (::fcntl(visible, F_GETFD) != -1) return fresh;  // in use: never clobber it
   return ::dup2(fresh, visible) == visible ? visible : fresh;
 }
 
@@ -175,11 +175,12 @@ uint32_t activeMtuOf(ibv_context* ctx) {
   return static_cast<uint32_t>(pa.active_mtu);
 }
 
-// Releases the objects of the device the guest was captured with. CQs and channels are
-// left to close_device: ibv_destroy_cq waits for every reported event to be acked, and
-// the application may hold one unacked.
-// Every real pointer is nulled: until the rebuild re-creates an object, the data path
-// and the wrappers see null (EIO) instead of freed memory, should the rebuild fail.
+// Releases the objects of the device the guest was captured with, in dependency order,
+// then closes it. ibv_destroy_cq waits until every event the CQ reported is acked: the
+// ones the application holds unacked are acked here and their later acks swallowed
+// (synthetic_events). Every real pointer is nulled: until the rebuild re-creates an
+// object, the data path and the wrappers see null (EIO) instead of freed memory, should
+// the rebuild fail.
 void releaseOld(Objects& o, ShadowContext& c) {
   auto drop = [](auto* shadow, auto destroy) {
     if (shadow->real != nullptr) destroy(shadow->real);
@@ -189,9 +190,16 @@ void releaseOld(Objects& o, ShadowContext& c) {
   for (ShadowQp* q : o.qps) drop(q, real().destroy_qp);
   for (ShadowSrq* q : o.srqs) drop(q, real().destroy_srq);
   for (ShadowMr* m : o.mrs) drop(m, real().dereg_mr);
+  for (ShadowCq* q : o.cqs) {
+    if (q->real == nullptr) continue;
+    if (unsigned held = q->unacked_events.exchange(0); held > 0) {
+      real().ack_cq_events(q->real, held);
+      q->synthetic_events.fetch_add(held);
+    }
+    drop(q, real().destroy_cq);
+  }
+  for (ShadowChannel* ch : o.channels) drop(ch, real().destroy_comp_channel);
   for (ShadowPd* p : o.pds) drop(p, real().dealloc_pd);
-  for (ShadowCq* q : o.cqs) q->real = nullptr;  // freed with the device (see above)
-  for (ShadowChannel* ch : o.channels) ch->real = nullptr;
   if (c.real != nullptr) real().close_device(c.real);
   c.real = nullptr;
 }
@@ -255,9 +263,8 @@ std::string rebuildLocal(const std::string& device, Json& published) {
   ibv_context& pub = c.vctx.context;
   pub.device = fresh->device;
   pub.num_comp_vectors = fresh->num_comp_vectors;
-  std::vector<int> busy = {fresh->cmd_fd, fresh->async_fd};
-  pub.cmd_fd = keepFdNumber(pub.cmd_fd, fresh->cmd_fd, {fresh->async_fd});
-  pub.async_fd = keepFdNumber(pub.async_fd, fresh->async_fd, {fresh->cmd_fd});
+  pub.cmd_fd = keepFdNumber(pub.cmd_fd, fresh->cmd_fd);
+  pub.async_fd = keepFdNumber(pub.async_fd, fresh->async_fd);
 
   Translation& t = translation();
   std::string err = each(o.pds, [&](ShadowPd& p) -> std::string {
@@ -286,8 +293,7 @@ std::string rebuildLocal(const std::string& device, Json& published) {
   err = each(o.channels, [&](ShadowChannel& ch) -> std::string {
     ch.real = real().create_comp_channel(fresh);
     if (ch.real == nullptr) return std::string("creating a completion channel: ") + std::strerror(errno);
-    busy.push_back(ch.real->fd);
-    ch.pub.fd = keepFdNumber(ch.pub.fd, ch.real->fd, busy);
+    ch.pub.fd = keepFdNumber(ch.pub.fd, ch.real->fd);
     return "";
   });
   if (!err.empty()) return err;

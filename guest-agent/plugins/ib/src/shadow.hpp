@@ -86,7 +86,12 @@ struct ShadowCq {
   // hands the application one event (the old channel's pending one died with it).
   std::atomic<bool> armed{false};
   bool owe_event = false;  // under objects().mutex
-  std::atomic<unsigned> synthetic_events{0};  // handed out, not acked to the device
+  // Events the application may still ack that the current device never reported: handed
+  // out by ibv_get_cq_event after a rebuild, or acked on the old CQ so it could be
+  // destroyed. The application's acks consume these first.
+  std::atomic<unsigned> synthetic_events{0};
+  // Events the current real CQ reported and the application has not acked yet.
+  std::atomic<unsigned> unacked_events{0};
   // The queue pairs whose receive queue completes here (to retire recorded receives).
   std::mutex rq_mutex;
   std::vector<ShadowQp*> rqps;

@@ -467,6 +467,7 @@ VMCKPT_IB_EXPORT int ibv_get_cq_event(ibv_comp_channel* channel, ibv_cq** cq, vo
   for (ShadowCq* s : objects().cqs) {
     if (s->real == r) {
       s->armed.store(false);
+      s->unacked_events.fetch_add(1);
       *cq = &s->pub;
       return 0;
     }
@@ -491,7 +492,10 @@ VMCKPT_IB_EXPORT void ibv_ack_cq_events(ibv_cq* cq, unsigned int n) {
     }
   }
   GatePass rebuild(rebuildGate());
-  if (n > 0) real().ack_cq_events(s->real, n);
+  if (n > 0 && s->real != nullptr) {
+    real().ack_cq_events(s->real, n);
+    s->unacked_events.fetch_sub(std::min(n, s->unacked_events.load()));
+  }
 }
 
 // --- shared receive queues ------------------------------------------------------------------
