@@ -121,29 +121,31 @@ Result<GroupRestoreResult> VmManager::restoreGroup(const std::vector<std::string
     if (sent->has_value() && !**sent) note(m, "restored", (*sent)->error());
     m.agentMs = msSince(ta);
   }
-  // The agents' line limit bounds what 'connect' can carry.
-  const std::string merged = published.dump();
-  out.publishedBytes = merged.size();
-  constexpr size_t kMaxPublished = 60000;
-  for (int round = 0; round < 2; ++round) {
+  // 'connect', then 'thaw', to every member told 'restored' (not one whose 'restored'
+  // was no longer pending: restore --paused, resumed since).
+  auto eachTold = [&](const char* what, auto&& send) -> Status {
     for (size_t i = 0; i < out.members.size(); ++i) {
-      if (!told[i]) continue;  // 'restored' was not pending (restore --paused, resumed since)
+      if (!told[i]) continue;
       auto& m = out.members[i];
       auto held = lockVm(m.vm);
       if (!held) return fail(held.error().context("restore --group"));
       const auto ta = GroupClock::now();
-      if (round == 0 && merged.size() > kMaxPublished) {
-        note(m, "connect", Error(Errc::invalidArgument, cat("the members published ", merged.size(),
-                                                            " bytes of ids, more than the ", kMaxPublished,
-                                                            " one agent message carries")));
-      } else if (round == 0) {
-        if (Status s = agent::connectPeers(held->paths.agentSocket, published); !s) note(m, "connect", s.error());
-      } else if (Status s = agent::notifyThaw(held->paths.agentSocket); !s) {
-        note(m, "thaw", s.error());
-      }
+      if (Status s = send(held->paths.agentSocket); !s) note(m, what, s.error());
       m.agentMs += msSince(ta);
     }
-  }
+    return {};
+  };
+  // The agents' line limit bounds what 'connect' can carry.
+  const std::string merged = published.dump();
+  out.publishedBytes = merged.size();
+  constexpr size_t kMaxPublished = 60000;
+  VMCKPT_TRY(eachTold("connect", [&](const std::string& socket) -> Status {
+    if (merged.size() > kMaxPublished)
+      return fail(Errc::invalidArgument, cat("the members published ", merged.size(), " bytes of ids, more than the ",
+                                             kMaxPublished, " one agent message carries"));
+    return agent::connectPeers(socket, published);
+  }));
+  VMCKPT_TRY(eachTold("thaw", [](const std::string& socket) { return agent::notifyThaw(socket); }));
   out.exchangeMs = msSince(exchange);
   out.totalMs = msSince(t0);
   return out;

@@ -120,7 +120,7 @@ std::string replay(ShadowQp& qp, bool peers, const std::vector<std::pair<int, ib
     const QpModify& m = qp.history[qp.replayed];
     if (!peers && (m.mask & (IBV_QP_AV | IBV_QP_DEST_QPN))) break;
     ibv_qp_attr r = m.attr;
-    const ibv_gid peer = (m.mask & IBV_QP_AV) && m.attr.ah_attr.is_global ? m.attr.ah_attr.grh.dgid : qp.dest_gid;
+    const ibv_gid peer = peerOf(qp, m.attr, m.mask);
     if (m.mask & IBV_QP_DEST_QPN) r.dest_qp_num = t.peerQpnToReal(peer, m.attr.dest_qp_num);
     auto remapAv = [&](ibv_ah_attr& av, const ibv_gid& sgid) -> std::string {
       t.avToReal(av);

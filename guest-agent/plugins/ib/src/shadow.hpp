@@ -159,6 +159,12 @@ struct ShadowAh {
   ibv_gid sgid{};      // the virtual GID its sgid_index stood for
 };
 
+// The peer a modify_qp names: the GID of its address vector when it carries one, else
+// the one the QP was connected to before (virtual ids either way).
+inline ibv_gid peerOf(const ShadowQp& qp, const ibv_qp_attr& attr, int mask) {
+  return (mask & IBV_QP_AV) && attr.ah_attr.is_global ? attr.ah_attr.grh.dgid : qp.dest_gid;
+}
+
 // Shadow <-> public pointer conversions. from*() returns null for a pointer that is not
 // one of our shadows (the caller fails with EINVAL).
 template <typename Shadow, typename Pub>

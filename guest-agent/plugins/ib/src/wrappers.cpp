@@ -608,7 +608,7 @@ VMCKPT_IB_EXPORT int ibv_modify_qp(ibv_qp* qp, ibv_qp_attr* attr, int mask) {
   ibv_qp_attr r = *attr;
   const Translation& t = translation();
   // A connected QP's peer is named by the AV's GID, which comes with the dest QPN.
-  ibv_gid peer = (mask & IBV_QP_AV) && attr->ah_attr.is_global ? attr->ah_attr.grh.dgid : s->dest_gid;
+  const ibv_gid peer = peerOf(*s, *attr, mask);
   if (mask & IBV_QP_DEST_QPN) r.dest_qp_num = t.peerQpnToReal(peer, attr->dest_qp_num);
   if (mask & IBV_QP_AV) t.avToReal(r.ah_attr);
   if (mask & IBV_QP_ALT_PATH) t.avToReal(r.alt_ah_attr);
