@@ -164,6 +164,7 @@ void Agent::handleRequest(const HostRequest& req) {
                                   {"processes", processes_.registeredCount()}}));
       return;
     case Command::quiesce:
+    case Command::release:
     case Command::thaw:
     case Command::restored:
     case Command::connect: coordinator_.start(req); return;

@@ -1,7 +1,7 @@
 // vmckpt-agent: the event loop. One thread polls the agent socket, the processes, the
 // host port, the freeze thread's eventfd and a signalfd; every wait has a deadline.
-// Host requests are handled one at a time, in order: while quiesce, thaw or restored
-// runs, later requests wait (each operation ends by its deadline).
+// Host requests are handled one at a time, in order: while quiesce, release, thaw,
+// restored or connect runs, later requests wait (each operation ends by its deadline).
 #pragma once
 
 #include <expected>

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <mutex>
 #include <optional>
@@ -138,6 +139,26 @@ class Demo {
   size_t seen_ = 0;
 };
 
+// A process speaking the agent socket by hand, registered.
+struct RawProcess {
+  UniqueFd fd;
+  LineReader in;
+
+  // The next event line (fails the test on timeout).
+  Json nextEvent(Deadline d = Deadline::in(5s)) {
+    auto line = in.next(d);
+    EXPECT_TRUE(line) << "no event";
+    return line ? Json::parse(*line) : Json();
+  }
+  void answer(const Json& event, const std::string& result, const Json& data = nullptr,
+              const std::string& reason = {}) {
+    Json r = {{"type", "reply"}, {"seq", event["seq"]}, {"result", result}};
+    if (!data.is_null()) r["data"] = data;
+    if (!reason.empty()) r["reason"] = reason;
+    writeAll(fd.get(), r.dump() + "\n");
+  }
+};
+
 class GuestAgentTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -256,6 +277,59 @@ class GuestAgentTest : public ::testing::Test {
     return fd;
   }
 
+  RawProcess registerRaw(const std::string& plugin, int apiVersion) {
+    RawProcess p{connectRaw(), LineReader()};
+    p.in.setFd(p.fd.get());
+    writeAll(p.fd.get(), Json({{"type", "register"}, {"plugin", plugin}, {"api_version", apiVersion}}).dump() + "\n");
+    auto reply = p.in.next(Deadline::in(5s));
+    EXPECT_TRUE(reply && Json::parse(*reply)["type"] == "registered") << (reply ? *reply : "no reply");
+    return p;
+  }
+  // Registers this test process through libvmckpt with the agent; 0 or -errno.
+  int registerHere(const char* name, vmckpt_hook_fn hook, void* ctx) {
+    vmckpt_plugin_descriptor d{VMCKPT_PLUGIN_API_VERSION, name, hook, ctx};
+    ::setenv("VMCKPT_AGENT_SOCKET", agentSocket_.c_str(), 1);
+    int rc = vmckpt_register(&d);
+    ::unsetenv("VMCKPT_AGENT_SOCKET");
+    return rc;
+  }
+  // Sends a request without waiting for its reply; replyTo(id) collects it.
+  uint64_t post(const std::string& cmd, Json args) {
+    uint64_t id = nextId_++;
+    send(Json({{"id", id}, {"cmd", cmd}, {"args", std::move(args)}}).dump() + "\n");
+    return id;
+  }
+  // The agent without fsfreeze, and two raw processes of plugin ib, api_version 2.
+  std::pair<RawProcess, RawProcess> startWithTwoIbProcesses() {
+    startAgent({"--no-fsfreeze"});
+    resync();
+    std::pair<RawProcess, RawProcess> procs{registerRaw("ib", 2), registerRaw("ib", 2)};
+    EXPECT_TRUE(waitRegistered(2));
+    return procs;
+  }
+  // The first stage of a group snapshot with raw processes: quiesce{release}, each
+  // answering its PRESUSPEND(release) done with `data`. Returns the reply.
+  Json drainRaw(std::initializer_list<RawProcess*> procs, const Json& data = nullptr) {
+    uint64_t id = post("quiesce", {{"deadline_ms", 5000}, {"release", true}});
+    for (RawProcess* p : procs) {
+      Json e = p->nextEvent();
+      EXPECT_EQ(e["event"], "PRESUSPEND");
+      EXPECT_EQ(e["release"], true);
+      p->answer(e, "done", data);
+    }
+    return replyTo(id);
+  }
+  // Each process gets a RESUME without flags (a rollback, a plain thaw) and answers it.
+  void expectPlainResume(std::initializer_list<RawProcess*> procs, Deadline d = Deadline::in(5s)) {
+    for (RawProcess* p : procs) {
+      Json e = p->nextEvent(d);
+      EXPECT_EQ(e["event"], "RESUME");
+      EXPECT_FALSE(e.contains("connect_follows"));
+      EXPECT_FALSE(e.contains("release"));
+      p->answer(e, "done");
+    }
+  }
+
   TempDir dir_{"vmckpt-agent-test"};
   std::string hostSocket_, agentSocket_, mounts_, log_;
   std::optional<ChildProcess> agent_;
@@ -355,6 +429,37 @@ TEST_F(GuestAgentTest, ThawAndRestoredInIdleOnlyNotify) {
   EXPECT_EQ(request("restored", {{"device_map", Json::object()}})["ok"], true);
   EXPECT_EQ(demo.events(500ms), (std::vector<std::string>{"event RESUME", "state ok", "event RESTART", "state ok",
                                                           "event RESTART", "state ok"}));
+}
+
+TEST_F(GuestAgentTest, QuiesceWithReleaseStopsAfterPresuspendAndThawResumesEveryone) {
+  startAgent();
+  resync();
+  Demo a(agentSocket_, {});
+  ASSERT_TRUE(a.waitFor("registered"));  // first, so first in plugins[]
+  Demo b(agentSocket_, {"--name", "other"});
+  ASSERT_TRUE(b.waitFor("registered"));
+  ASSERT_TRUE(waitRegistered(2));
+
+  Json q = request("quiesce", {{"deadline_ms", 5000}, {"release", true}});
+  ASSERT_EQ(q["ok"], true) << q.dump();
+  // Only the processes: no fsfreeze entry, nothing is frozen before release.
+  EXPECT_EQ(q["result"]["plugins"],
+            Json::parse(R"([{"name":"demo","pid":)" + std::to_string(a.pid()) +
+                        R"(,"result":"done"},{"name":"other","pid":)" + std::to_string(b.pid()) +
+                        R"(,"result":"done"}])"));
+  EXPECT_EQ(request("status")["result"]["state"], "drained");
+
+  // A member elsewhere failed before the release: the host abandons the snapshot.
+  Json t = request("thaw");
+  ASSERT_EQ(t["ok"], true) << t.dump();
+  EXPECT_EQ(t["result"]["plugins"][0], Json({{"name", "fsfreeze"}, {"pid", 0}, {"result", "not_mine"}}));
+  EXPECT_EQ(t["result"]["plugins"][1]["result"], "done");
+  EXPECT_EQ(t["result"]["plugins"][2]["result"], "done");
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
+  ASSERT_TRUE(a.waitFor("state ok"));
+  ASSERT_TRUE(b.waitFor("state ok"));
+  for (Demo* d : {&a, &b})
+    EXPECT_EQ(d->events(), (std::vector<std::string>{"event PRESUSPEND", "event RESUME", "state ok"}));
 }
 
 TEST_F(GuestAgentTest, FailedPresuspendRollsBackEveryProcess) {
@@ -525,6 +630,8 @@ TEST_F(GuestAgentTest, BadRequestsGetTheirCodes) {
   EXPECT_EQ(r["error"]["code"], "bad_args");
   r = request("restored", {{"connect_follows", "yes"}});
   EXPECT_EQ(r["error"]["code"], "bad_args");
+  r = request("release");
+  EXPECT_EQ(r["error"]["code"], "bad_args");
   r = request("connect");
   EXPECT_EQ(r["error"]["code"], "bad_args");
   r = request("connect", {{"peers", {{"ib", {{"qpn", 1}}}}}});
@@ -659,43 +766,7 @@ TEST_F(GuestAgentTest, RawProcessSeqMatchingParseErrorsAndGoneMeansNotMine) {
 
 // --- group restore: publish in RESTART, CONNECT with the peers (raw processes) ---------
 
-// A process speaking the agent socket by hand, registered.
-struct RawProcess {
-  UniqueFd fd;
-  LineReader in;
-
-  // The next event line (fails the test on timeout).
-  Json nextEvent(Deadline d = Deadline::in(5s)) {
-    auto line = in.next(d);
-    EXPECT_TRUE(line) << "no event";
-    return line ? Json::parse(*line) : Json();
-  }
-  void answer(const Json& event, const std::string& result, const Json& data = nullptr,
-              const std::string& reason = {}) {
-    Json r = {{"type", "reply"}, {"seq", event["seq"]}, {"result", result}};
-    if (!data.is_null()) r["data"] = data;
-    if (!reason.empty()) r["reason"] = reason;
-    writeAll(fd.get(), r.dump() + "\n");
-  }
-};
-
-class GroupRestoreTest : public GuestAgentTest {
- protected:
-  RawProcess registerRaw(const std::string& plugin, int apiVersion) {
-    RawProcess p{connectRaw(), LineReader()};
-    p.in.setFd(p.fd.get());
-    writeAll(p.fd.get(), Json({{"type", "register"}, {"plugin", plugin}, {"api_version", apiVersion}}).dump() + "\n");
-    auto reply = p.in.next(Deadline::in(5s));
-    EXPECT_TRUE(reply && Json::parse(*reply)["type"] == "registered") << (reply ? *reply : "no reply");
-    return p;
-  }
-  // Sends a request without waiting for its reply; replyTo(id) collects it.
-  uint64_t post(const std::string& cmd, Json args) {
-    uint64_t id = nextId_++;
-    send(Json({{"id", id}, {"cmd", cmd}, {"args", std::move(args)}}).dump() + "\n");
-    return id;
-  }
-};
+using GroupRestoreTest = GuestAgentTest;
 
 TEST_F(GroupRestoreTest, PublishedDataComesBackAndConnectHandsItToEveryMember) {
   startAgent({"--no-fsfreeze"});
@@ -821,6 +892,250 @@ TEST_F(GroupRestoreTest, DataThatIsNotASmallObjectFailsThatProcess) {
   EXPECT_EQ(r["result"]["plugins"][1]["data"], big);
 }
 
+// --- group snapshot: quiesce with release, release, thaw with connect_follows (raw) ----
+
+using GroupSnapshotTest = GroupRestoreTest;
+
+TEST_F(GroupSnapshotTest, FlagsReachTheirEventsAndDataComesBackOnlyFromThem) {
+  startAgent({"--no-fsfreeze"});
+  resync();
+  RawProcess p = registerRaw("ib", 2);
+  ASSERT_TRUE(waitRegistered(1));
+  const Json entry = {{"name", "ib"}, {"pid", ::getpid()}, {"result", "done"}};
+
+  // Stage one stops after PRESUSPEND: the host's barrier across the group comes next.
+  Json r = drainRaw({&p}, {{"drained", 1}});
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_GE(r["result"]["elapsed_ms"].get<int64_t>(), 0);
+  Json drained = entry;
+  drained["data"] = {{"drained", 1}};
+  EXPECT_EQ(r["result"]["plugins"], Json::array({drained}));
+  EXPECT_FALSE(p.in.next(Deadline::in(200ms))) << "an event before release";
+  EXPECT_EQ(request("status")["result"]["state"], "drained");
+  EXPECT_EQ(request("info")["result"]["state"], "drained");
+
+  // Stage two: PRECHECKPOINT(release); its data comes back, not the drain's.
+  uint64_t id = post("release", {{"deadline_ms", 5000}});
+  Json e = p.nextEvent();
+  EXPECT_EQ(e["event"], "PRECHECKPOINT");
+  EXPECT_EQ(e["release"], true);
+  EXPECT_FALSE(e.contains("connect_follows"));
+  p.answer(e, "done", {{"released", true}});
+  r = replyTo(id);
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_GE(r["result"]["elapsed_ms"].get<int64_t>(), 0);
+  Json released = entry;
+  released["data"] = {{"released", true}};
+  EXPECT_EQ(r["result"]["plugins"], Json::array({released}));
+  EXPECT_EQ(request("status")["result"]["state"], "quiesced");
+
+  id = post("thaw", {{"connect_follows", true}});
+  e = p.nextEvent();
+  EXPECT_EQ(e["event"], "RESUME");
+  EXPECT_EQ(e["connect_follows"], true);
+  EXPECT_FALSE(e.contains("release"));
+  p.answer(e, "done", {{"qpn", 33}});
+  r = replyTo(id);
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  Json rejoined = entry;
+  rejoined["data"] = {{"qpn", 33}};
+  EXPECT_EQ(r["result"]["plugins"], Json::array({rejoined}));
+
+  // Plain quiesce and thaw carry neither flag; data in their replies is ignored.
+  id = post("quiesce", {{"deadline_ms", 5000}});
+  for (const char* event : {"PRESUSPEND", "PRECHECKPOINT"}) {
+    e = p.nextEvent();
+    EXPECT_EQ(e["event"], event);
+    EXPECT_FALSE(e.contains("release"));
+    p.answer(e, "done", {{"stray", event}});
+  }
+  r = replyTo(id);
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(r["result"]["plugins"], Json::array({entry}));
+  id = post("thaw", Json::object());
+  e = p.nextEvent();
+  EXPECT_FALSE(e.contains("connect_follows"));
+  p.answer(e, "done", Json::array({1}));  // not even checked
+  r = replyTo(id);
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(r["result"]["plugins"], Json::array({entry}));
+}
+
+TEST_F(GroupSnapshotTest, ReleaseNeedsStateDrainedAndQuiesceRefusesIt) {
+  startAgent();  // fsfreeze on, with nothing to freeze
+  resync();
+  RawProcess p = registerRaw("ib", 2);
+  ASSERT_TRUE(waitRegistered(1));
+  const Json entry = {{"name", "ib"}, {"pid", ::getpid()}, {"result", "done"}};
+
+  Json r = request("release", {{"deadline_ms", 5000}});
+  EXPECT_EQ(r["error"]["code"], "wrong_state");
+  EXPECT_EQ(r["error"]["message"], "release needs state drained (quiesce with release first), not idle");
+  EXPECT_FALSE(p.in.next(Deadline::in(100ms))) << "an event for a refused release";
+
+  ASSERT_EQ(drainRaw({&p})["ok"], true);
+  for (const Json& args : {Json{{"deadline_ms", 5000}}, Json{{"deadline_ms", 5000}, {"release", true}}}) {
+    r = request("quiesce", args);
+    EXPECT_EQ(r["error"]["code"], "wrong_state") << args.dump();
+    EXPECT_EQ(r["error"]["message"], "already drained by a quiesce with release; send release or thaw first");
+  }
+  // connect leaves the state as it is.
+  uint64_t id = post("connect", {{"peers", {{"ib", Json::array()}}}});
+  Json e = p.nextEvent();
+  EXPECT_EQ(e["event"], "CONNECT");
+  p.answer(e, "done");
+  ASSERT_EQ(replyTo(id)["ok"], true);
+  EXPECT_EQ(request("status")["result"]["state"], "drained");
+
+  // release freezes last, after PRECHECKPOINT, as quiesce does.
+  id = post("release", {{"deadline_ms", 5000}});
+  e = p.nextEvent();
+  EXPECT_EQ(e["event"], "PRECHECKPOINT");
+  p.answer(e, "done");
+  r = replyTo(id);
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(r["result"]["plugins"],
+            Json::array({entry, Json({{"name", "fsfreeze"}, {"pid", 0}, {"result", "not_mine"}})}));
+  EXPECT_EQ(request("status")["result"]["state"], "quiesced");
+  r = request("release", {{"deadline_ms", 5000}});
+  EXPECT_EQ(r["error"]["code"], "wrong_state");
+  EXPECT_EQ(r["error"]["message"], "release needs state drained (quiesce with release first), not quiesced");
+
+  id = post("thaw", Json::object());
+  expectPlainResume({&p});
+  ASSERT_EQ(replyTo(id)["ok"], true);
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
+}
+
+TEST_F(GroupSnapshotTest, ThawInDrainedResumesEveryProcess) {
+  auto [a, b] = startWithTwoIbProcesses();
+  const int64_t pid = ::getpid();
+
+  // Another member failed its drain: the host abandons the snapshot with a plain thaw.
+  ASSERT_EQ(drainRaw({&a, &b})["ok"], true);
+  uint64_t id = post("thaw", Json::object());
+  expectPlainResume({&a, &b});
+  Json r = replyTo(id);
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(r["result"]["plugins"].size(), 2u);
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
+  EXPECT_EQ(request("release", {{"deadline_ms", 5000}})["error"]["code"], "wrong_state");
+
+  // Once some member released, the whole group reconnects: RESUME with connect_follows.
+  ASSERT_EQ(drainRaw({&a, &b})["ok"], true);
+  id = post("thaw", {{"connect_follows", true}});
+  int qpn = 40;
+  for (RawProcess* p : {&a, &b}) {
+    Json e = p->nextEvent();
+    EXPECT_EQ(e["event"], "RESUME");
+    EXPECT_EQ(e["connect_follows"], true);
+    EXPECT_FALSE(e.contains("release"));
+    p->answer(e, "done", {{"qpn", ++qpn}});
+  }
+  r = replyTo(id);
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(r["result"]["plugins"], Json::parse(R"([
+      {"name":"ib","pid":)" + std::to_string(pid) + R"(,"result":"done","data":{"qpn":41}},
+      {"name":"ib","pid":)" + std::to_string(pid) + R"(,"result":"done","data":{"qpn":42}}])"));
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
+}
+
+TEST_F(GroupSnapshotTest, AFailedOrLateReleaseRollsBackEveryDrainedProcess) {
+  auto [a, b] = startWithTwoIbProcesses();
+  const std::string pid = std::to_string(::getpid());
+
+  ASSERT_EQ(drainRaw({&a, &b})["ok"], true);
+  // One that registers after the drain takes no part in the release or its rollback.
+  RawProcess late = registerRaw("ib", 2);
+  ASSERT_TRUE(waitRegistered(3));
+  uint64_t id = post("release", {{"deadline_ms", 5000}});
+  Json ea = a.nextEvent(), eb = b.nextEvent();
+  for (const Json* e : {&ea, &eb}) {
+    EXPECT_EQ((*e)["event"], "PRECHECKPOINT");
+    EXPECT_EQ((*e)["release"], true);
+  }
+  a.answer(ea, "done", {{"released", true}});
+  b.answer(eb, "failed", nullptr, "ibv_close_device: Device or resource busy");
+  expectPlainResume({&a, &b});
+  Json r = replyTo(id);
+  EXPECT_EQ(r["ok"], false) << r.dump();
+  EXPECT_EQ(r["error"]["code"], "plugin_failed");
+  EXPECT_EQ(r["error"]["message"], "plugin ib (pid " + pid +
+                                       ") failed PRECHECKPOINT: ibv_close_device: Device or resource busy; "
+                                       "rolled back");
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
+  EXPECT_FALSE(late.in.next(Deadline::in(200ms))) << "the late process got an event";
+
+  // Data that is not an object fails the release the same way.
+  ASSERT_EQ(drainRaw({&a, &b, &late})["ok"], true);
+  id = post("release", {{"deadline_ms", 5000}});
+  ea = a.nextEvent();
+  eb = b.nextEvent();
+  Json el = late.nextEvent();
+  a.answer(ea, "done");
+  b.answer(eb, "done");
+  late.answer(el, "done", "released");
+  expectPlainResume({&a, &b, &late});
+  r = replyTo(id);
+  EXPECT_EQ(r["error"]["code"], "plugin_failed") << r.dump();
+  EXPECT_EQ(r["error"]["message"],
+            "plugin ib (pid " + pid + ") failed PRECHECKPOINT: published data is not a JSON object; rolled back");
+
+  // The deadline: the silent one is named; the others are rolled back at once, and it
+  // gets its RESUME once it answers.
+  ASSERT_EQ(drainRaw({&a, &b, &late})["ok"], true);
+  id = post("release", {{"deadline_ms", 300}});
+  ea = a.nextEvent();
+  eb = b.nextEvent();
+  el = late.nextEvent();
+  a.answer(ea, "done");
+  late.answer(el, "done");
+  expectPlainResume({&a, &late});
+  r = replyTo(id);
+  EXPECT_EQ(r["error"]["code"], "deadline") << r.dump();
+  EXPECT_EQ(r["error"]["message"], "deadline of 300 ms passed waiting for PRECHECKPOINT from plugin ib (pid " +
+                                       pid + "); rolled back");
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
+  b.answer(eb, "done");
+  expectPlainResume({&b});
+}
+
+TEST_F(GroupSnapshotTest, RollbackResumeCarriesNoFlagAndBadDataFailsTheQuiesce) {
+  auto [a, b] = startWithTwoIbProcesses();
+  const std::string pid = std::to_string(::getpid());
+
+  uint64_t id = post("quiesce", {{"deadline_ms", 5000}, {"release", true}});
+  Json ea = a.nextEvent(), eb = b.nextEvent();
+  a.answer(ea, "done", {{"released", 1}});
+  b.answer(eb, "done", Json::array({1}));
+  for (RawProcess* p : {&a, &b}) {
+    Json e = p->nextEvent();
+    EXPECT_EQ(e["event"], "RESUME");
+    EXPECT_FALSE(e.contains("connect_follows"));
+    EXPECT_FALSE(e.contains("release"));
+    p->answer(e, "done", {{"qpn", 1}});
+  }
+  Json r = replyTo(id);
+  EXPECT_EQ(r["ok"], false) << r.dump();
+  EXPECT_EQ(r["error"]["code"], "plugin_failed");
+  EXPECT_EQ(r["error"]["message"], "plugin ib (pid " + pid +
+                                       ") failed PRESUSPEND: published data is not a JSON object; rolled back");
+
+  // Each at its bound, but together more than the drain's reply can carry: the quiesce
+  // is rolled back rather than reported without them.
+  Json big = {{"k", std::string(wire::kMaxPublishBytes - 8, 'y')}};
+  id = post("quiesce", {{"deadline_ms", 5000}, {"release", true}});
+  for (RawProcess* p : {&a, &b}) p->answer(p->nextEvent(), "done", big);
+  expectPlainResume({&a, &b});
+  r = replyTo(id);
+  EXPECT_EQ(r["ok"], false) << r.dump().substr(0, 300);
+  EXPECT_EQ(r["error"]["code"], "plugin_failed");
+  const std::string msg = r["error"]["message"];
+  EXPECT_TRUE(msg.starts_with("published data too large: the reply would be 656")) << msg;
+  EXPECT_TRUE(msg.ends_with("line limit (data from 2 processes); rolled back")) << msg;
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
+}
+
 // This test process registers through libvmckpt itself.
 struct InProcess {
   std::mutex m;
@@ -855,10 +1170,7 @@ TEST_F(GuestAgentTest, LibvmckptPublishesAndConnects) {
   startAgent({"--no-fsfreeze"});
   resync();
   Publisher state;
-  vmckpt_plugin_descriptor d{VMCKPT_PLUGIN_API_VERSION, "ib", &publishingHook, &state};
-  ::setenv("VMCKPT_AGENT_SOCKET", agentSocket_.c_str(), 1);
-  ASSERT_EQ(vmckpt_register(&d), 0);
-  ::unsetenv("VMCKPT_AGENT_SOCKET");
+  ASSERT_EQ(registerHere("ib", &publishingHook, &state), 0);
 
   Json r = request("restored", {{"connect_follows", true}});
   ASSERT_EQ(r["ok"], true) << r.dump();
@@ -879,16 +1191,106 @@ TEST_F(GuestAgentTest, LibvmckptPublishesAndConnects) {
   EXPECT_TRUE(waitRegistered(0));
 }
 
+// Through libvmckpt: the drain (PRESUSPEND) and the release (PRECHECKPOINT) of a group
+// snapshot both say release and may publish; the RESUME hook of a thaw that CONNECT
+// follows rebuilds and publishes.
+struct Releaser {
+  std::mutex m;
+  std::vector<std::string> seen;  // "EVENT connect_follows release publish-rc"
+  bool failPrecheckpoint = false;
+
+  std::vector<std::string> events() {
+    std::lock_guard l(m);
+    return seen;
+  }
+};
+
+vmckpt_result releasingHook(void* ctx, vmckpt_event ev, const char*, char* reason, size_t reasonLen) {
+  auto* p = static_cast<Releaser*>(ctx);
+  std::lock_guard l(p->m);
+  int rc = 1;
+  if (ev == VMCKPT_PRESUSPEND && vmckpt_release_requested()) rc = vmckpt_publish(R"({"drained":1})");
+  else if (ev == VMCKPT_PRECHECKPOINT) rc = vmckpt_publish(R"({"released":true})");  // EPERM without release
+  else if (ev == VMCKPT_RESUME) rc = vmckpt_publish(R"({"qpn":7})");  // EPERM without connect_follows
+  p->seen.push_back(std::string(vmckpt_event_name(ev)) + " " + std::to_string(vmckpt_connect_follows()) + " " +
+                    std::to_string(vmckpt_release_requested()) + " " + std::to_string(rc));
+  if (ev == VMCKPT_PRECHECKPOINT && p->failPrecheckpoint) {
+    std::snprintf(reason, reasonLen, "a device fd is still open");
+    return VMCKPT_FAILED;
+  }
+  return VMCKPT_DONE;
+}
+
+TEST_F(GuestAgentTest, LibvmckptReleasesAndRejoinsInAGroupSnapshot) {
+  startAgent({"--no-fsfreeze"});
+  resync();
+  Releaser state;
+  ASSERT_EQ(registerHere("ib", &releasingHook, &state), 0);
+
+  // The group snapshot: quiesce{release} ... the host's barrier ... release -> capture ->
+  // thaw{connect_follows} -> connect -> thaw.
+  Json r = request("quiesce", {{"deadline_ms", 5000}, {"release", true}});
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(r["result"]["plugins"][0]["data"], Json({{"drained", 1}}));
+  EXPECT_EQ(request("status")["result"]["state"], "drained");
+  EXPECT_EQ(state.events(), std::vector<std::string>{"PRESUSPEND 0 1 0"});  // no PRECHECKPOINT yet
+  r = request("release", {{"deadline_ms", 5000}});
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(r["result"]["plugins"][0]["data"], Json({{"released", true}}));
+  EXPECT_EQ(request("status")["result"]["state"], "quiesced");
+  r = request("thaw", {{"connect_follows", true}});
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(r["result"]["plugins"][0]["data"], Json({{"qpn", 7}}));
+  r = request("connect", {{"peers", {{"ib", Json::parse(R"([{"qpn":7}])")}}}});
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  r = request("thaw");
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_FALSE(r["result"]["plugins"][0].contains("data"));
+  // A plain quiesce and thaw: neither flag, no data.
+  r = request("quiesce", {{"deadline_ms", 5000}});
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_FALSE(r["result"]["plugins"][0].contains("data"));
+  r = request("thaw");
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_FALSE(r["result"]["plugins"][0].contains("data"));
+  // A group that failed between the stages: thaw in drained resumes, state idle.
+  ASSERT_EQ(request("quiesce", {{"deadline_ms", 5000}, {"release", true}})["ok"], true);
+  r = request("thaw");
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
+  // A failed PRECHECKPOINT in release: rolled back with a plain RESUME, state idle.
+  {
+    std::lock_guard l(state.m);
+    state.failPrecheckpoint = true;
+  }
+  ASSERT_EQ(request("quiesce", {{"deadline_ms", 5000}, {"release", true}})["ok"], true);
+  r = request("release", {{"deadline_ms", 5000}});
+  EXPECT_EQ(r["error"]["code"], "plugin_failed") << r.dump();
+  EXPECT_EQ(r["error"]["message"], "plugin ib (pid " + std::to_string(::getpid()) +
+                                       ") failed PRECHECKPOINT: a device fd is still open; rolled back");
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
+  // thaw{connect_follows} in idle works too.
+  r = request("thaw", {{"connect_follows", true}});
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(r["result"]["plugins"][0]["data"], Json({{"qpn", 7}}));
+  EXPECT_EQ(state.events(),
+            (std::vector<std::string>{"PRESUSPEND 0 1 0", "PRECHECKPOINT 0 1 0", "RESUME 1 0 0", "CONNECT 0 0 1",
+                                      "RESUME 0 0 -1",                                                  // group
+                                      "PRESUSPEND 0 0 1", "PRECHECKPOINT 0 0 -1", "RESUME 0 0 -1",     // plain
+                                      "PRESUSPEND 0 1 0", "RESUME 0 0 -1",                             // abandoned
+                                      "PRESUSPEND 0 1 0", "PRECHECKPOINT 0 1 0", "RESUME 0 0 -1",      // failed
+                                      "RESUME 1 0 0"}));
+  vmckpt_unregister();
+  EXPECT_TRUE(waitRegistered(0));
+}
+
 TEST_F(GuestAgentTest, LibvmckptInThisProcess) {
   startAgent({"--no-fsfreeze"});
   resync();
   EXPECT_EQ(request("info")["result"]["plugins"], Json::array());
   InProcess state;
   state.notMine = true;
-  vmckpt_plugin_descriptor d{VMCKPT_PLUGIN_API_VERSION, "inproc", &inProcessHook, &state};
-  ::setenv("VMCKPT_AGENT_SOCKET", agentSocket_.c_str(), 1);
-  ASSERT_EQ(vmckpt_register(&d), 0);
-  ::unsetenv("VMCKPT_AGENT_SOCKET");
+  ASSERT_EQ(registerHere("inproc", &inProcessHook, &state), 0);
 
   Json q = request("quiesce", {{"deadline_ms", 5000}});
   ASSERT_EQ(q["ok"], true) << q.dump();
@@ -998,6 +1400,51 @@ TEST_F(GuestAgentFreezeTest, SigtermWhileQuiescedThaws) {
   ASSERT_TRUE(st.has_value());
   EXPECT_TRUE(st->success());
   EXPECT_FALSE(isFrozen(fs_->mountPoint()));
+}
+
+TEST_F(GuestAgentFreezeTest, QuiesceWithReleaseFreezesOnlyAtRelease) {
+  startAgent();
+  resync();
+  RawProcess p = registerRaw("ib", 2);
+  ASSERT_TRUE(waitRegistered(1));
+  ASSERT_EQ(drainRaw({&p})["ok"], true);
+  EXPECT_FALSE(isFrozen(fs_->mountPoint())) << "frozen before release";
+  uint64_t id = post("release", {{"deadline_ms", 10000}});
+  p.answer(p.nextEvent(), "done");  // PRECHECKPOINT
+  Json r = replyTo(id);
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(r["result"]["plugins"][1], Json({{"name", "fsfreeze"}, {"pid", 0}, {"result", "done"}}));
+  EXPECT_TRUE(isFrozen(fs_->mountPoint()));
+  id = post("thaw", Json::object());
+  expectPlainResume({&p});
+  ASSERT_EQ(replyTo(id)["ok"], true);
+  EXPECT_FALSE(isFrozen(fs_->mountPoint()));
+
+  // SIGTERM while drained: a clean exit, nothing frozen, nothing sent.
+  ASSERT_EQ(drainRaw({&p})["ok"], true);
+  agent_->signal(SIGTERM);
+  auto st = agent_->wait(Deadline::in(5s));
+  ASSERT_TRUE(st.has_value());
+  EXPECT_TRUE(st->success());
+  EXPECT_FALSE(isFrozen(fs_->mountPoint()));
+  EXPECT_FALSE(p.in.next(Deadline::in(200ms))) << "an event at exit";
+}
+
+TEST_F(GuestAgentFreezeTest, ReleaseWhosePublishedDataDoesNotFitThawsWhatItFroze) {
+  startAgent();
+  resync();
+  RawProcess a = registerRaw("ib", 2), b = registerRaw("ib", 2);
+  ASSERT_TRUE(waitRegistered(2));
+  ASSERT_EQ(drainRaw({&a, &b})["ok"], true);
+  uint64_t id = post("release", {{"deadline_ms", 10000}});
+  Json big = {{"k", std::string(wire::kMaxPublishBytes - 8, 'y')}};
+  for (RawProcess* p : {&a, &b}) p->answer(p->nextEvent(), "done", big);  // PRECHECKPOINT
+  // Frozen by now; the reply does not fit, so the rollback thaws and RESUMEs.
+  expectPlainResume({&a, &b}, Deadline::in(10s));
+  Json r = replyTo(id);
+  EXPECT_EQ(r["error"]["code"], "plugin_failed") << r.dump().substr(0, 300);
+  EXPECT_FALSE(isFrozen(fs_->mountPoint()));
+  EXPECT_EQ(request("status")["result"]["state"], "idle");
 }
 
 TEST(FreezeJob, FreezesAndCancelUndoes) {

@@ -21,9 +21,24 @@ std::string joined(const std::vector<std::string>& parts, size_t max = 8) {
   if (parts.size() > max) out += " and " + std::to_string(parts.size() - max) + " more";
   return out;
 }
+
+// Thaws what a freeze left frozen, when its quiesce does not stand.
+void thawFrozen(const std::vector<std::string>& mountPoints) {
+  if (mountPoints.empty()) return;
+  std::vector<FreezeTarget> t;
+  for (const auto& m : mountPoints) t.push_back({m, {}});
+  (void)thawTargets(t);
+}
 }  // namespace
 
-std::string_view stateName(AgentState s) { return s == AgentState::idle ? "idle" : "quiesced"; }
+std::string_view stateName(AgentState s) {
+  switch (s) {
+    case AgentState::idle: return "idle";
+    case AgentState::drained: return "drained";
+    case AgentState::quiesced: return "quiesced";
+  }
+  return "idle";
+}
 
 struct Coordinator::Op {
   struct Part {
@@ -38,7 +53,7 @@ struct Coordinator::Op {
     bool failed = false;   // answered failed in this phase
     bool busy = false;     // its event waits behind an unanswered earlier one: not awaited
     std::string reason;
-    std::optional<Json> data;  // published in its RESTART reply, checked
+    std::optional<Json> data;  // published in its reply (wire::publishAllowed), checked
   };
 
   uint64_t id = 0;
@@ -51,7 +66,8 @@ struct Coordinator::Op {
   Deadline rollbackDeadline = Deadline::in(milliseconds(0));
   Clock::time_point started = Clock::now();
   Json deviceMap = Json::object();
-  bool connectFollows = false;
+  bool connectFollows = false;  // restored, thaw
+  bool release = false;         // quiesce with release, release
   Json peers = Json::object();
   std::vector<Part> parts;
   Json fsResult;          // null when fsfreeze is off
@@ -80,24 +96,30 @@ std::optional<Clock::time_point> Coordinator::nextDeadline() const {
   return op_->phase == Phase::rollback ? op_->rollbackDeadline.when() : op_->deadline.when();
 }
 
+std::optional<std::string> Coordinator::refusal(const HostRequest& req) const {
+  if (req.cmd == Command::quiesce && state_ == AgentState::quiesced)
+    return "already quiesced; send thaw or restored first";
+  if (req.cmd == Command::quiesce && state_ == AgentState::drained)
+    return "already drained by a quiesce with release; send release or thaw first";
+  if (req.cmd == Command::release && state_ != AgentState::drained)
+    return "release needs state drained (quiesce with release first), not " + std::string(stateName(state_));
+  if ((req.cmd == Command::quiesce || req.cmd == Command::release) && freezeJob_)
+    return "a filesystem freeze of an earlier quiesce is still running (" + freezeJob_->current() + ")";
+  return std::nullopt;
+}
+
 void Coordinator::start(const HostRequest& req) {
   if (op_) {
     reply(errorReply(req.id, ErrorCode::internal, "another operation is running"));
     return;
   }
-  if (req.cmd == Command::quiesce) {
-    if (state_ == AgentState::quiesced) {
-      reply(errorReply(req.id, ErrorCode::wrongState, "already quiesced; send thaw or restored first"));
-      return;
-    }
-    if (freezeJob_) {
-      reply(errorReply(req.id, ErrorCode::wrongState,
-                       "a filesystem freeze of an earlier quiesce is still running (" +
-                           freezeJob_->current() + ")"));
-      return;
-    }
-  } else if (req.cmd != Command::thaw && req.cmd != Command::restored && req.cmd != Command::connect) {
+  if (req.cmd != Command::quiesce && req.cmd != Command::release && req.cmd != Command::thaw &&
+      req.cmd != Command::restored && req.cmd != Command::connect) {
     reply(errorReply(req.id, ErrorCode::internal, "not an operation"));
+    return;
+  }
+  if (auto why = refusal(req)) {
+    reply(errorReply(req.id, ErrorCode::wrongState, *why));
     return;
   }
 
@@ -107,22 +129,31 @@ void Coordinator::start(const HostRequest& req) {
   op_->cmd = req.cmd;
   op_->deviceMap = req.deviceMap;
   op_->connectFollows = req.connectFollows;
+  op_->release = req.release || req.cmd == Command::release;
   op_->peers = req.peers;
+  std::vector<ConnId> drained;
+  if (req.cmd == Command::release) drained.swap(drained_);
   for (const auto& p : processes_.registered()) {
     Op::Part part;
     part.conn = p.conn;
     part.pid = p.pid;
     part.plugin = p.plugin;
     part.apiVersion = p.apiVersion;
+    // release goes on from the drain: PRECHECKPOINT, and RESUME in a rollback, reach the
+    // processes that got PRESUSPEND then. One registered since takes no part.
+    if (req.cmd == Command::release)
+      part.gotPresuspend = std::find(drained.begin(), drained.end(), p.conn) != drained.end();
     op_->parts.push_back(std::move(part));
   }
 
-  if (req.cmd == Command::quiesce) {
+  if (req.cmd == Command::quiesce || req.cmd == Command::release) {
     op_->budget = req.deadline;
     op_->deadline = Deadline::in(req.deadline);
-    log_.debug("quiesce: " + std::to_string(op_->parts.size()) + " processes, deadline " +
-               std::to_string(req.deadline.count()) + " ms");
-    sendPhase(wire::EventKind::presuspend, Phase::presuspend);
+    log_.debug(std::string(commandName(req.cmd)) + ": " + std::to_string(op_->parts.size()) +
+               " processes, deadline " + std::to_string(req.deadline.count()) + " ms" +
+               (req.release ? ", release asked" : ""));
+    if (req.cmd == Command::quiesce) sendPhase(wire::EventKind::presuspend, Phase::presuspend);
+    else sendPhase(wire::EventKind::precheckpoint, Phase::precheckpoint);
   } else if (req.cmd == Command::connect) {
     // After restored: the filesystems are thawed already; nothing to freeze or thaw.
     op_->budget = req.deadline.count() > 0 ? req.deadline : config_.notifyTimeout;
@@ -149,10 +180,11 @@ void Coordinator::sendPhase(wire::EventKind kind, Phase phase) {
     // A process of api_version 1 does not know CONNECT: not sent, counts as not_mine.
     if (kind == wire::EventKind::connect && p.apiVersion < 2) continue;
     wire::EventPayload payload;
-    if (kind == wire::EventKind::restart) {
-      payload.deviceMap = &op_->deviceMap;
+    if (kind == wire::EventKind::restart) payload.deviceMap = &op_->deviceMap;
+    if (kind == wire::EventKind::restart || kind == wire::EventKind::resume)
       payload.connectFollows = op_->connectFollows;
-    }
+    if (kind == wire::EventKind::presuspend || kind == wire::EventKind::precheckpoint)
+      payload.release = op_->release;
     if (kind == wire::EventKind::connect) {
       auto it = op_->peers.find(p.plugin);
       payload.peers = it != op_->peers.end() ? &*it : &noPeers;
@@ -182,7 +214,8 @@ void Coordinator::onAnswer(const EventAnswer& a) {
   it->waiting = false;
   wire::Outcome outcome = a.outcome;
   std::string reason = a.reason;
-  if (a.data && a.event.kind == wire::EventKind::restart) {
+  // Data in a reply to an event that allows none is ignored, as an unknown key would be.
+  if (a.data && wire::publishAllowed(a.event.kind, a.event.connectFollows, a.event.release)) {
     // What a guest process publishes is bounded before it goes to the host.
     if (auto size = wire::checkPublished(*a.data); size) {
       it->data = *a.data;
@@ -211,7 +244,15 @@ void Coordinator::advance() {
   while (op_) {
     if (std::any_of(op_->parts.begin(), op_->parts.end(), [](const Op::Part& p) { return p.waiting; })) return;
     switch (op_->phase) {
-      case Phase::presuspend: sendPhase(wire::EventKind::precheckpoint, Phase::precheckpoint); continue;
+      case Phase::presuspend:
+        if (op_->cmd == Command::quiesce && op_->release) {
+          // The first stage ends here: the processes close their devices only after every
+          // member of the group has drained, which the host knows and says with release.
+          finishQuiesce();
+          return;
+        }
+        sendPhase(wire::EventKind::precheckpoint, Phase::precheckpoint);
+        continue;
       case Phase::precheckpoint: startFreeze(); return;
       case Phase::freeze: return;
       case Phase::rollback: finishRollback(false); return;
@@ -249,19 +290,15 @@ void Coordinator::onFreezeDone() {
   FreezeJob::Outcome out = freezeJob_->take();
   freezeJob_.reset();
   for (const auto& s : out.skipped) log_.info("fsfreeze: skipped " + s);
-  bool ours = op_ && op_->cmd == Command::quiesce && op_->phase == Phase::freeze;
+  bool ours = op_ && op_->phase == Phase::freeze;
   if (ours && !out.cancelled && out.error.empty()) {
     op_->fsResult = {{"name", "fsfreeze"}, {"pid", 0}, {"result", out.frozen.empty() ? "not_mine" : "done"}};
     log_.debug("fsfreeze: froze " + joined(out.frozen, 64));
-    finishQuiesce();
+    finishQuiesce(out.frozen);
     return;
   }
-  if (!out.frozen.empty()) {
-    // Finished freezing just as its operation gave up on it: nothing may stay frozen.
-    std::vector<FreezeTarget> t;
-    for (const auto& m : out.frozen) t.push_back({m, {}});
-    (void)thawTargets(t);
-  }
+  // Finished freezing just as its operation gave up on it: nothing may stay frozen.
+  thawFrozen(out.frozen);
   if (ours) {
     rollback(ErrorCode::pluginFailed, "fsfreeze: " + out.error);
     return;
@@ -269,13 +306,24 @@ void Coordinator::onFreezeDone() {
   log_.info("fsfreeze: a late freeze finished and was undone" + (out.error.empty() ? "" : " (" + out.error + ")"));
 }
 
-void Coordinator::finishQuiesce() {
-  state_ = AgentState::quiesced;
+void Coordinator::finishQuiesce(const std::vector<std::string>& frozen) {
   auto elapsed = std::chrono::duration_cast<milliseconds>(Clock::now() - op_->started).count();
-  Json result = {{"elapsed_ms", elapsed}, {"plugins", pluginResults()}};
-  log_.info("quiesced in " + std::to_string(elapsed) + " ms (" + std::to_string(op_->parts.size()) +
-            " processes)");
-  reply(okReply(op_->hostId, std::move(result)));
+  auto line = resultReply({{"elapsed_ms", elapsed}, {"plugins", pluginResults()}});
+  if (!line) {
+    // The host could not learn what was published (released devices, say): the quiesce
+    // fails and is undone like any other.
+    thawFrozen(frozen);
+    rollback(ErrorCode::pluginFailed, line.error());
+    return;
+  }
+  bool drained = op_->phase == Phase::presuspend;
+  state_ = drained ? AgentState::drained : AgentState::quiesced;
+  if (drained)
+    for (const auto& p : op_->parts)
+      if (p.gotPresuspend) drained_.push_back(p.conn);
+  log_.info(std::string(drained ? "drained" : "quiesced") + " in " + std::to_string(elapsed) + " ms (" +
+            std::to_string(op_->parts.size()) + " processes)");
+  reply(std::move(*line));
   op_.reset();
 }
 
@@ -283,7 +331,7 @@ void Coordinator::rollback(ErrorCode code, std::string message) {
   op_->phase = Phase::rollback;
   op_->failCode = code;
   op_->failMessage = std::move(message);
-  log_.info("quiesce failed: " + op_->failMessage + "; rolling back");
+  log_.info(std::string(commandName(op_->cmd)) + " failed: " + op_->failMessage + "; rolling back");
   if (freezeJob_) freezeJob_->cancel();  // its thread thaws what it froze
   for (auto& p : op_->parts) {
     p.waiting = false;
@@ -303,6 +351,7 @@ void Coordinator::rollback(ErrorCode code, std::string message) {
 
 void Coordinator::finishRollback(bool timedOut) {
   state_ = AgentState::idle;
+  drained_.clear();
   std::string msg = op_->failMessage + "; rolled back";
   if (timedOut)
     msg += " (no RESUME answer within " + std::to_string(config_.rollbackTimeout.count()) + " ms from " +
@@ -312,7 +361,11 @@ void Coordinator::finishRollback(bool timedOut) {
 }
 
 void Coordinator::finishNotify(bool timedOut) {
-  state_ = AgentState::idle;
+  // connect leaves the state as it was (PROTOCOL.md); thaw and restored end any quiesce.
+  if (op_->cmd != Command::connect) {
+    state_ = AgentState::idle;
+    drained_.clear();
+  }
   std::string name(commandName(op_->cmd));
   std::vector<std::string> failed;
   for (const auto& p : op_->parts)
@@ -329,14 +382,9 @@ void Coordinator::finishNotify(bool timedOut) {
     if (!op_->fsError.empty() && !failed.empty()) msg += "; " + joined(failed);
     log_.info(name + ": " + msg);
     reply(errorReply(op_->hostId, ErrorCode::pluginFailed, msg));
-  } else if (auto line = okReplyIfFits(op_->hostId, {{"plugins", pluginResults()}}); !line) {
-    size_t publishers = static_cast<size_t>(
-        std::count_if(op_->parts.begin(), op_->parts.end(), [](const Op::Part& p) { return p.data.has_value(); }));
-    std::string msg = "published data too large: the reply would be " + std::to_string(line.error()) +
-                      " bytes, more than the " + std::to_string(wire::kMaxLineBytes) + "-byte line limit (data from " +
-                      std::to_string(publishers) + " processes)";
-    log_.info(name + ": " + msg);
-    reply(errorReply(op_->hostId, ErrorCode::pluginFailed, msg));
+  } else if (auto line = resultReply({{"plugins", pluginResults()}}); !line) {
+    log_.info(name + ": " + line.error());
+    reply(errorReply(op_->hostId, ErrorCode::pluginFailed, line.error()));
   } else {
     log_.info(name + ": " + std::to_string(op_->parts.size()) + " processes notified");
     reply(std::move(*line));
@@ -385,15 +433,26 @@ Json Coordinator::thawFilesystems(std::string* error) {
 
 Json Coordinator::pluginResults() const {
   Json list = Json::array();
-  bool quiesce = op_->cmd == Command::quiesce;
-  if (!quiesce && !op_->fsResult.is_null()) list.push_back(op_->fsResult);
+  // Freezing comes last in quiesce and release, thawing first in the others.
+  bool freezes = op_->cmd == Command::quiesce || op_->cmd == Command::release;
+  if (!freezes && !op_->fsResult.is_null()) list.push_back(op_->fsResult);
   for (const auto& p : op_->parts) {
     Json entry = {{"name", p.plugin}, {"pid", p.pid}, {"result", p.anyDone ? "done" : "not_mine"}};
     if (p.data) entry["data"] = *p.data;
     list.push_back(std::move(entry));
   }
-  if (quiesce && !op_->fsResult.is_null()) list.push_back(op_->fsResult);
+  if (freezes && !op_->fsResult.is_null()) list.push_back(op_->fsResult);
   return list;
+}
+
+std::expected<std::string, std::string> Coordinator::resultReply(Json result) const {
+  auto line = okReplyIfFits(op_->hostId, std::move(result));
+  if (line) return std::move(*line);
+  size_t publishers = static_cast<size_t>(
+      std::count_if(op_->parts.begin(), op_->parts.end(), [](const Op::Part& p) { return p.data.has_value(); }));
+  return std::unexpected("published data too large: the reply would be " + std::to_string(line.error()) +
+                         " bytes, more than the " + std::to_string(wire::kMaxLineBytes) +
+                         "-byte line limit (data from " + std::to_string(publishers) + " processes)");
 }
 
 std::string Coordinator::waitingFor() const {
@@ -416,6 +475,7 @@ void Coordinator::shutdown() {
       (void)freezeJob_.release();
     }
   }
+  // Drained froze nothing: a thaw there could only undo someone else's freeze.
   if (state_ == AgentState::quiesced && config_.fsfreeze) {
     std::string err;
     (void)thawFilesystems(&err);

@@ -19,7 +19,7 @@ std::string_view errorCodeName(ErrorCode code) {
 }
 
 namespace {
-constexpr std::array<std::pair<std::string_view, Command>, 8> kCommands = {{
+constexpr std::array<std::pair<std::string_view, Command>, 9> kCommands = {{
     {"sync", Command::sync},
     {"ping", Command::ping},
     {"info", Command::info},
@@ -28,6 +28,7 @@ constexpr std::array<std::pair<std::string_view, Command>, 8> kCommands = {{
     {"restored", Command::restored},
     {"status", Command::status},
     {"connect", Command::connect},
+    {"release", Command::release},
 }};
 
 bool blank(std::string_view s) {
@@ -83,13 +84,15 @@ std::expected<std::optional<HostRequest>, RejectedRequest> parseHostItem(
       return R({req.id, ErrorCode::badArgs, "token longer than " + std::to_string(kMaxTokenBytes) + " bytes"});
   }
 
-  // deadline_ms: required for quiesce; optional for thaw, restored and connect, where it
-  // bounds the wait for the processes' answers (the agent's default otherwise).
-  if (req.cmd == Command::quiesce || req.cmd == Command::thaw || req.cmd == Command::restored ||
+  // deadline_ms: required for quiesce and release, which roll back when it passes;
+  // optional for thaw, restored and connect, where it bounds the wait for the processes'
+  // answers (the agent's default otherwise).
+  bool deadlineRequired = req.cmd == Command::quiesce || req.cmd == Command::release;
+  if (deadlineRequired || req.cmd == Command::thaw || req.cmd == Command::restored ||
       req.cmd == Command::connect) {
     auto d = args.find("deadline_ms");
     bool given = d != args.end() && !d->is_null();
-    if (given || req.cmd == Command::quiesce) {
+    if (given || deadlineRequired) {
       // Non-negative JSON integers parse as unsigned; a negative one is out of range anyway.
       uint64_t ms = given && d->is_number_unsigned() ? d->get<uint64_t>() : 0;
       if (!given || !d->is_number_integer())
@@ -111,11 +114,18 @@ std::expected<std::optional<HostRequest>, RejectedRequest> parseHostItem(
                   "device_map longer than " + std::to_string(kMaxDeviceMapBytes) + " bytes"});
       req.deviceMap = std::move(*m);
     }
-    auto f = args.find("connect_follows");
-    if (f != args.end() && !f->is_null()) {
-      if (!f->is_boolean()) return R({req.id, ErrorCode::badArgs, "connect_follows is not a boolean"});
-      req.connectFollows = f->get<bool>();
-    }
+  }
+
+  // Optional flags, false when absent: connect_follows (restored, thaw), release (quiesce).
+  if (req.cmd == Command::restored || req.cmd == Command::thaw) {
+    auto f = wire::optionalFlag(args, "connect_follows");
+    if (!f) return R({req.id, ErrorCode::badArgs, f.error()});
+    req.connectFollows = *f;
+  }
+  if (req.cmd == Command::quiesce) {
+    auto f = wire::optionalFlag(args, "release");
+    if (!f) return R({req.id, ErrorCode::badArgs, f.error()});
+    req.release = *f;
   }
 
   if (req.cmd == Command::connect) {

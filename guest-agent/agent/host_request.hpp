@@ -24,16 +24,17 @@ inline constexpr size_t kMaxDeviceMapBytes = wire::kMaxLineBytes - 1024;
 enum class ErrorCode { parse, unknownCommand, badArgs, wrongState, pluginFailed, deadline, internal };
 std::string_view errorCodeName(ErrorCode code);  // "parse", "unknown_command", ...
 
-enum class Command { sync, ping, info, quiesce, thaw, restored, status, connect };
+enum class Command { sync, ping, info, quiesce, thaw, restored, status, connect, release };
 std::string_view commandName(Command cmd);
 
 struct HostRequest {
   uint64_t id = 0;
   Command cmd = Command::ping;
   std::string token;                          // sync
-  std::chrono::milliseconds deadline{0};      // quiesce; thaw, restored, connect: 0 if not given
+  std::chrono::milliseconds deadline{0};      // quiesce, release; thaw, restored, connect: 0 if not given
   Json deviceMap = Json::object();            // restored
-  bool connectFollows = false;                // restored
+  bool connectFollows = false;                // restored, thaw
+  bool release = false;                       // quiesce: stop after PRESUSPEND (state drained)
   Json peers = Json::object();                // connect: plugin name -> array
 };
 

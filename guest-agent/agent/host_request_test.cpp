@@ -56,6 +56,29 @@ TEST(HostRequest, ParsesEveryCommand) {
   EXPECT_FALSE((*r)->connectFollows);
   EXPECT_FALSE((*parse(R"({"id": 5, "cmd": "restored"})"))->connectFollows);
 
+  // Group snapshot: quiesce with release, thaw with connect_follows; false when absent.
+  r = parse(R"({"id": 8, "cmd": "quiesce", "args": {"deadline_ms": 5000, "release": true}})");
+  ASSERT_TRUE(r && *r);
+  EXPECT_TRUE((*r)->release);
+  EXPECT_FALSE((*r)->connectFollows);
+  r = parse(R"({"id": 8, "cmd": "quiesce", "args": {"deadline_ms": 5000, "release": false}})");
+  ASSERT_TRUE(r && *r);
+  EXPECT_FALSE((*r)->release);
+  EXPECT_FALSE((*parse(R"({"id": 8, "cmd": "quiesce", "args": {"deadline_ms": 5000}})"))->release);
+  // The second stage of a quiesce with release: a command of its own, its deadline required.
+  r = parse(R"({"id": 10, "cmd": "release", "args": {"deadline_ms": 3000}})");
+  ASSERT_TRUE(r && *r);
+  EXPECT_EQ((*r)->cmd, Command::release);
+  EXPECT_EQ(commandName((*r)->cmd), "release");
+  EXPECT_EQ((*r)->deadline.count(), 3000);
+  EXPECT_FALSE((*r)->release);  // the quiesce flag; release needs none
+  r = parse(R"({"id": 9, "cmd": "thaw", "args": {"connect_follows": true}})");
+  ASSERT_TRUE(r && *r);
+  EXPECT_TRUE((*r)->connectFollows);
+  EXPECT_FALSE((*r)->release);
+  EXPECT_FALSE((*parse(R"({"id": 9, "cmd": "thaw"})"))->connectFollows);
+  EXPECT_FALSE((*parse(R"({"id": 9, "cmd": "thaw", "args": {"connect_follows": null}})"))->connectFollows);
+
   r = parse(R"({"id": 6, "cmd": "connect", "args": {"peers": {"ib": [{"qpn": 17}, {"qpn": 18}], "gl": []},
                                                    "deadline_ms": 700}})");
   ASSERT_TRUE(r && *r);
@@ -105,6 +128,17 @@ TEST(HostRequest, RejectsWithTheRightCode) {
       {R"({"id": 7, "cmd": "thaw", "args": {"deadline_ms": "5"}})", ErrorCode::badArgs, true},
       {R"({"id": 7, "cmd": "restored", "args": {"connect_follows": 1}})", ErrorCode::badArgs, true},
       {R"({"id": 7, "cmd": "restored", "args": {"connect_follows": "true"}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "thaw", "args": {"connect_follows": 1}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "thaw", "args": {"connect_follows": {}}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "quiesce", "args": {"deadline_ms": 5000, "release": 1}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "quiesce", "args": {"deadline_ms": 5000, "release": "true"}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "release"})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "release", "args": {}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "release", "args": {"deadline_ms": null}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "release", "args": {"deadline_ms": 0}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "release", "args": {"deadline_ms": 600001}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "release", "args": {"deadline_ms": "100"}})", ErrorCode::badArgs, true},
+      {R"({"id": 7, "cmd": "release", "args": [5000]})", ErrorCode::badArgs, true},
       {R"({"id": 7, "cmd": "connect"})", ErrorCode::badArgs, true},
       {R"({"id": 7, "cmd": "connect", "args": {}})", ErrorCode::badArgs, true},
       {R"({"id": 7, "cmd": "connect", "args": {"peers": null}})", ErrorCode::badArgs, true},
@@ -125,9 +159,24 @@ TEST(HostRequest, RejectsWithTheRightCode) {
     if (!c.hasId) EXPECT_TRUE(j["id"].is_null()) << c.line;
     else EXPECT_EQ(j["id"], 7);
   }
+  // The same one-line message as for restored's connect_follows.
+  EXPECT_EQ(parse(R"({"id": 7, "cmd": "quiesce", "args": {"deadline_ms": 5000, "release": 1}})").error().message,
+            "release is not a boolean");
+  EXPECT_EQ(parse(R"({"id": 7, "cmd": "thaw", "args": {"connect_follows": 1}})").error().message,
+            "connect_follows is not a boolean");
+  // release says its own name, as quiesce does.
+  EXPECT_EQ(parse(R"({"id": 7, "cmd": "release"})").error().message,
+            "release needs deadline_ms, an integer 1..600000");
+  EXPECT_EQ(parse(R"({"id": 7, "cmd": "quiesce", "args": {}})").error().message,
+            "quiesce needs deadline_ms, an integer 1..600000");
+  EXPECT_EQ(parse(R"({"id": 7, "cmd": "release", "args": {"deadline_ms": 0}})").error().message,
+            "deadline_ms must be 1..600000");
   // The extremes of the deadline are accepted.
-  EXPECT_TRUE(parse(R"({"id": 7, "cmd": "quiesce", "args": {"deadline_ms": 1}})"));
-  EXPECT_TRUE(parse(R"({"id": 7, "cmd": "quiesce", "args": {"deadline_ms": 600000}})"));
+  for (const char* cmd : {"quiesce", "release"})
+    for (int ms : {1, 600000})
+      EXPECT_TRUE(parse(R"({"id": 7, "cmd": ")" + std::string(cmd) + R"(", "args": {"deadline_ms": )" +
+                        std::to_string(ms) + "}}"))
+          << cmd << " " << ms;
 }
 
 TEST(HostRequest, DeviceMapMustLeaveRoomForTheRestartEvent) {

@@ -170,7 +170,7 @@ void ProcessTable::onLine(Conn& c, const wire::LineBuffer::Item& item) {
 void ProcessTable::transmit(Conn& c, const ProcessEvent& ev) {
   c.inFlight = ev;
   wire::EventPayload payload{ev.deviceMap ? &*ev.deviceMap : nullptr, ev.connectFollows,
-                             ev.peers ? &*ev.peers : nullptr};
+                             ev.peers ? &*ev.peers : nullptr, ev.release};
   queueOut(c, wire::encodeEvent(ev.seq, ev.kind, payload));
 }
 
@@ -243,6 +243,7 @@ std::optional<uint64_t> ProcessTable::sendEvent(ConnId id, wire::EventKind kind,
   ev.opId = opId;
   ev.connectFollows = payload.connectFollows;
   if (payload.peers) ev.peers = *payload.peers;
+  ev.release = payload.release;
   uint64_t seq = ev.seq;
   bool now = !c.inFlight;
   if (now) {

@@ -31,8 +31,9 @@ struct ProcessEvent {
   wire::EventKind kind = wire::EventKind::resume;
   std::optional<wire::Json> deviceMap;  // RESTART
   uint64_t opId = 0;  // the agent operation that sent it
-  bool connectFollows = false;          // RESTART
+  bool connectFollows = false;          // RESTART, RESUME
   std::optional<wire::Json> peers;      // CONNECT
+  bool release = false;                 // PRESUSPEND, PRECHECKPOINT
 };
 
 // The answer to an event: a reply, or not_mine because the process went away.

@@ -15,8 +15,10 @@ static vmckpt_result hook(void* ctx, vmckpt_event ev, const char* device_map_jso
   (void)ctx;
   (void)device_map_json;
   switch (ev) {
-    case VMCKPT_PRESUSPEND:
+    case VMCKPT_PRESUSPEND: return VMCKPT_DONE; /* drain; a release closes at PRECHECKPOINT */
     case VMCKPT_PRECHECKPOINT:
+      if (vmckpt_release_requested()) (void)vmckpt_publish("{\"released\":true}");
+      return VMCKPT_DONE;
     case VMCKPT_RESUME: return VMCKPT_DONE;
     case VMCKPT_RESTART:
       if (vmckpt_connect_follows()) (void)vmckpt_publish("{\"qpn\":17}");
@@ -66,6 +68,7 @@ int main(void) {
   }
   expect(vmckpt_publish("{\"qpn\":17}"), -EPERM, "publish outside a hook");
   expect(vmckpt_connect_follows(), 0, "connect_follows outside a hook");
+  expect(vmckpt_release_requested(), 0, "release_requested outside a hook");
   expect(VMCKPT_PLUGIN_API_VERSION, 2, "api version");
   expect(VMCKPT_PUBLISH_MAX, 32768, "publish max");
   if (failures == 0) printf("c abi ok\n");

@@ -22,20 +22,18 @@ std::string dispatchEvent(const Registration& reg, const wire::EventMsg& event) 
     hookArgPtr = hookArg.c_str();
   }
 
-  RestartContext restart;
-  restart.connectFollows = event.connectFollows;
+  HookContext context = HookContext::forEvent(*kind, event);
   std::array<char, VMCKPT_REASON_MAX> reason{};
   vmckpt_result r;
   try {
-    std::optional<RestartScope> scope;
-    if (*kind == wire::EventKind::restart) scope.emplace(restart);
+    HookScope scope(context);
     r = reg.hook(reg.ctx, static_cast<vmckpt_event>(*kind), hookArgPtr, reason.data(), reason.size());
   } catch (...) {
     // A C++ hook that throws: the exception stops here, never in the agent's protocol.
     return wire::encodeReply(event.seq, wire::Outcome::failed, "the hook threw an exception");
   }
   reason.back() = '\0';
-  const wire::Json* data = restart.published ? &*restart.published : nullptr;
+  const wire::Json* data = context.published ? &*context.published : nullptr;
   switch (r) {
     case VMCKPT_DONE: return wire::encodeReply(event.seq, wire::Outcome::done, {}, data);
     case VMCKPT_NOT_MINE: return wire::encodeReply(event.seq, wire::Outcome::notMine, {}, data);

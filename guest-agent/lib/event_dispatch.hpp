@@ -19,8 +19,9 @@ struct Registration {
 
 // Calls the hook for `event` and returns the reply line (with the event's seq). An event
 // name this library does not know, and CONNECT for a plugin of api_version 1, are
-// answered not_mine without calling the hook. A RESTART hook may publish (hook_context):
-// the reply carries what it published as "data".
+// answered not_mine without calling the hook. A hook that may publish (hook_context:
+// RESTART, RESUME with connect_follows, PRESUSPEND or PRECHECKPOINT with release) gets
+// what it published into the reply as "data".
 std::string dispatchEvent(const Registration& reg, const wire::EventMsg& event);
 
 // Handles one item read from the agent: an event gets its reply line; anything else

@@ -137,7 +137,7 @@ TEST(EventDispatch, AThrowingHookFails) {
   EXPECT_EQ(rep["result"], "failed");
 }
 
-// --- API version 2: CONNECT, vmckpt_publish, vmckpt_connect_follows -------------------
+// --- API version 2: CONNECT, vmckpt_publish, vmckpt_connect_follows, release ----------
 
 TEST(EventDispatch, ConnectGetsThePeersAsAnArrayText) {
   Recorder r;
@@ -167,13 +167,15 @@ TEST(EventDispatch, AVersion1PluginIsNeverCalledWithConnect) {
 // A hook that runs a test's code inside the call and records what the C functions said.
 struct Scripted {
   std::function<void(vmckpt_event)> body;
-  std::vector<int> follows;  // vmckpt_connect_follows() per call
+  std::vector<int> follows;   // vmckpt_connect_follows() per call
+  std::vector<int> releases;  // vmckpt_release_requested() per call
   vmckpt_result result = VMCKPT_DONE;
 };
 
 vmckpt_result scriptedHook(void* ctx, vmckpt_event ev, const char*, char*, size_t) {
   auto* s = static_cast<Scripted*>(ctx);
   s->follows.push_back(vmckpt_connect_follows());
+  s->releases.push_back(vmckpt_release_requested());
   if (s->body) s->body(ev);
   return s->result;
 }
@@ -221,7 +223,7 @@ TEST(EventDispatch, PublishRefusesWhatIsNotASmallObject) {
   EXPECT_EQ(rep["data"]["k"].get<std::string>().size(), VMCKPT_PUBLISH_MAX - 8);
 }
 
-TEST(EventDispatch, PublishOutsideARestartHookIsEPERM) {
+TEST(EventDispatch, PublishInPlainEventsAndOutsideHooksIsEPERM) {
   EXPECT_EQ(vmckpt_publish("{}"), -EPERM);
   Scripted s;
   std::vector<int> rcs;
@@ -235,17 +237,94 @@ TEST(EventDispatch, PublishOutsideARestartHookIsEPERM) {
   EXPECT_EQ(vmckpt_publish("{}"), -EPERM);
 }
 
-TEST(EventDispatch, ConnectFollowsIsOneOnlyInsideARestartThatSaysSo) {
+// Each flag counts only in the event that may carry it, and so does publishing.
+TEST(EventDispatch, ConnectFollowsReleaseAndPublishHoldOnlyInTheEventsThatCarryThem) {
+  struct Case {
+    const char* event;
+    const char* fields;
+    int follows, release, publishRc;
+  };
+  const Case cases[] = {
+      {"RESTART", R"(,"connect_follows":true)", 1, 0, 0},
+      {"RESTART", R"(,"connect_follows":false)", 0, 0, 0},
+      {"RESTART", "", 0, 0, 0},
+      {"RESTART", R"(,"release":true)", 0, 0, 0},
+      {"RESUME", R"(,"connect_follows":true)", 1, 0, 0},
+      {"RESUME", R"(,"connect_follows":false)", 0, 0, -EPERM},
+      {"RESUME", "", 0, 0, -EPERM},
+      {"RESUME", R"(,"release":true)", 0, 0, -EPERM},
+      {"PRESUSPEND", R"(,"release":true)", 0, 1, 0},
+      {"PRESUSPEND", R"(,"release":false)", 0, 0, -EPERM},
+      {"PRESUSPEND", R"(,"connect_follows":true)", 0, 0, -EPERM},
+      {"PRECHECKPOINT", R"(,"release":true)", 0, 1, 0},
+      {"PRECHECKPOINT", R"(,"connect_follows":true,"release":true)", 0, 1, 0},
+      {"PRECHECKPOINT", R"(,"release":false)", 0, 0, -EPERM},
+      {"PRECHECKPOINT", R"(,"connect_follows":true)", 0, 0, -EPERM},
+      {"PRECHECKPOINT", "", 0, 0, -EPERM},
+      {"CONNECT", R"(,"connect_follows":true,"release":true)", 0, 0, -EPERM},
+  };
   EXPECT_EQ(vmckpt_connect_follows(), 0);
+  EXPECT_EQ(vmckpt_release_requested(), 0);
+  for (const auto& c : cases) {
+    Scripted s;
+    std::vector<int> rcs;
+    s.body = [&](vmckpt_event) { rcs.push_back(vmckpt_publish(R"({"qpn":17})")); };
+    plugin::Registration g{"ib", &scriptedHook, &s};
+    std::string line = R"({"type":"event","seq":1,"event":")" + std::string(c.event) + "\"" + c.fields + "}";
+    Json rep = replyOf(handle(g, line));
+    EXPECT_EQ(s.follows, std::vector<int>{c.follows}) << line;
+    EXPECT_EQ(s.releases, std::vector<int>{c.release}) << line;
+    EXPECT_EQ(rcs, std::vector<int>{c.publishRc}) << line;
+    EXPECT_EQ(rep.contains("data"), c.publishRc == 0) << line;
+  }
+  EXPECT_EQ(vmckpt_connect_follows(), 0);
+  EXPECT_EQ(vmckpt_release_requested(), 0);
+}
+
+TEST(EventDispatch, PublishInTheReleaseStagesAndAConnectFollowsResume) {
   Scripted s;
+  std::vector<int> rcs;
+  s.body = [&](vmckpt_event ev) {
+    const char* json = ev == VMCKPT_PRESUSPEND      ? R"({"released":1})"
+                       : ev == VMCKPT_PRECHECKPOINT ? R"({"released":true})"
+                                                    : R"({"qpn":21})";
+    rcs.push_back(vmckpt_publish(json));
+  };
   plugin::Registration g{"ib", &scriptedHook, &s};
-  replyOf(handle(g, R"({"type":"event","seq":1,"event":"RESTART","connect_follows":true})"));
-  replyOf(handle(g, R"({"type":"event","seq":2,"event":"RESTART","connect_follows":false})"));
-  replyOf(handle(g, eventLine(3, "RESTART")));
-  replyOf(handle(g, R"({"type":"event","seq":4,"event":"RESUME","connect_follows":true})"));
-  replyOf(handle(g, R"({"type":"event","seq":5,"event":"CONNECT","connect_follows":true})"));
-  EXPECT_EQ(s.follows, (std::vector<int>{1, 0, 0, 0, 0}));
-  EXPECT_EQ(vmckpt_connect_follows(), 0);
+  Json rep = replyOf(handle(g, R"({"type":"event","seq":1,"event":"PRESUSPEND","release":true})"));
+  EXPECT_EQ(rep["result"], "done");
+  EXPECT_EQ(rep["data"], Json({{"released", 1}}));
+  // The second stage, after the group's barrier: each reply has only its own event's data.
+  rep = replyOf(handle(g, R"({"type":"event","seq":2,"event":"PRECHECKPOINT","release":true})"));
+  EXPECT_EQ(rep["result"], "done");
+  EXPECT_EQ(rep["data"], Json({{"released", true}}));
+  rep = replyOf(handle(g, R"({"type":"event","seq":3,"event":"RESUME","connect_follows":true})"));
+  EXPECT_EQ(rep["data"], Json({{"qpn", 21}}));
+  // The plain RESUME after CONNECT may not publish; nothing carries over.
+  EXPECT_FALSE(replyOf(handle(g, eventLine(4, "RESUME"))).contains("data"));
+  EXPECT_EQ(rcs, (std::vector<int>{0, 0, 0, -EPERM}));
+  // A failed PRESUSPEND or PRECHECKPOINT carries what it published too, with its reason;
+  // so does not_mine.
+  s.result = VMCKPT_FAILED;
+  rep = replyOf(handle(g, R"({"type":"event","seq":5,"event":"PRESUSPEND","release":true})"));
+  EXPECT_EQ(rep["result"], "failed");
+  EXPECT_EQ(rep["data"], Json({{"released", 1}}));
+  rep = replyOf(handle(g, R"({"type":"event","seq":6,"event":"PRECHECKPOINT","release":true})"));
+  EXPECT_EQ(rep["result"], "failed");
+  EXPECT_EQ(rep["data"], Json({{"released", true}}));
+  s.result = VMCKPT_NOT_MINE;
+  rep = replyOf(handle(g, R"({"type":"event","seq":7,"event":"RESUME","connect_follows":true})"));
+  EXPECT_EQ(rep["result"], "not_mine");
+  EXPECT_EQ(rep["data"], Json({{"qpn", 21}}));
+  // The same bound as in RESTART.
+  std::string overLimit = R"({"k":")" + std::string(VMCKPT_PUBLISH_MAX - 7, 'x') + R"("})";
+  s.body = [&](vmckpt_event) { rcs.push_back(vmckpt_publish(overLimit.c_str())); };
+  s.result = VMCKPT_DONE;
+  EXPECT_FALSE(replyOf(handle(g, R"({"type":"event","seq":8,"event":"PRESUSPEND","release":true})")).contains("data"));
+  EXPECT_EQ(rcs.back(), -EINVAL);
+  EXPECT_FALSE(
+      replyOf(handle(g, R"({"type":"event","seq":9,"event":"PRECHECKPOINT","release":true})")).contains("data"));
+  EXPECT_EQ(rcs.back(), -EINVAL);
 }
 
 // --- the C++ base class of plugin.hpp, through the same dispatch -----------------------
@@ -279,6 +358,12 @@ TEST(PluginBase, DefaultsAreDoneAndOverridesWork) {
 
 class Rejoining : public Plugin {
  public:
+  EventResult onPresuspend() override { return noteRelease(R"({"drained":1})"); }
+  EventResult onPrecheckpoint() override { return noteRelease(R"({"released":true})"); }
+  EventResult onResume() override {
+    follows = connectFollows();
+    return EventResult::done();
+  }
   EventResult onRestart(std::string_view) override {
     follows = connectFollows();
     publishRc = publish(R"({"qpn":42})");
@@ -288,9 +373,16 @@ class Rejoining : public Plugin {
     peers = std::string(peersJson);
     return peers == "[]" ? EventResult::failed("no peers") : EventResult::done();
   }
-  bool follows = false;
+  bool follows = false, released = false;
   int publishRc = 1;
   std::string peers;
+
+ private:
+  EventResult noteRelease(const char* json) {
+    released = releaseRequested();
+    publishRc = publish(json);
+    return EventResult::done();
+  }
 };
 
 TEST(PluginBase, OnConnectAndTheHelpers) {
@@ -307,6 +399,27 @@ TEST(PluginBase, OnConnectAndTheHelpers) {
   EXPECT_EQ(f["result"], "failed");
   EXPECT_EQ(f["reason"], "no peers");
   EXPECT_EQ(p.peers, "[]");
+
+  // Group snapshot: release in PRESUSPEND and PRECHECKPOINT, connect_follows in RESUME.
+  rep = replyOf(handle(g, R"({"type":"event","seq":4,"event":"PRESUSPEND","release":true})"));
+  EXPECT_TRUE(p.released);
+  EXPECT_EQ(p.publishRc, 0);
+  EXPECT_EQ(rep["data"], Json({{"drained", 1}}));
+  p.released = false;
+  rep = replyOf(handle(g, R"({"type":"event","seq":5,"event":"PRECHECKPOINT","release":true})"));
+  EXPECT_TRUE(p.released);
+  EXPECT_EQ(p.publishRc, 0);
+  EXPECT_EQ(rep["data"], Json({{"released", true}}));
+  replyOf(handle(g, R"({"type":"event","seq":6,"event":"RESUME","connect_follows":true})"));
+  EXPECT_TRUE(p.follows);
+  for (const char* plain : {"PRESUSPEND", "PRECHECKPOINT"}) {
+    rep = replyOf(handle(g, eventLine(7, plain)));
+    EXPECT_FALSE(p.released) << plain;
+    EXPECT_EQ(p.publishRc, -EPERM) << plain;
+    EXPECT_FALSE(rep.contains("data")) << plain;
+  }
+  replyOf(handle(g, eventLine(8, "RESUME")));
+  EXPECT_FALSE(p.follows);
 }
 
 }  // namespace

@@ -6,17 +6,29 @@
 namespace vmckpt::plugin {
 
 namespace {
-thread_local RestartContext* tCurrentRestart = nullptr;
+thread_local HookContext* tCurrentHook = nullptr;
 }  // namespace
 
-RestartScope::RestartScope(RestartContext& ctx) : previous_(tCurrentRestart) { tCurrentRestart = &ctx; }
+HookContext HookContext::forEvent(wire::EventKind kind, const wire::EventMsg& event) {
+  HookContext ctx;
+  ctx.connectFollows =
+      event.connectFollows && (kind == wire::EventKind::restart || kind == wire::EventKind::resume);
+  ctx.release =
+      event.release && (kind == wire::EventKind::presuspend || kind == wire::EventKind::precheckpoint);
+  ctx.mayPublish = wire::publishAllowed(kind, ctx.connectFollows, ctx.release);
+  return ctx;
+}
 
-RestartScope::~RestartScope() { tCurrentRestart = previous_; }
+HookScope::HookScope(HookContext& ctx) : previous_(tCurrentHook) { tCurrentHook = &ctx; }
 
-int connectFollows() { return tCurrentRestart && tCurrentRestart->connectFollows ? 1 : 0; }
+HookScope::~HookScope() { tCurrentHook = previous_; }
+
+int connectFollows() { return tCurrentHook && tCurrentHook->connectFollows ? 1 : 0; }
+
+int releaseRequested() { return tCurrentHook && tCurrentHook->release ? 1 : 0; }
 
 int publish(const char* jsonObject) {
-  if (!tCurrentRestart) return -EPERM;
+  if (!tCurrentHook || !tCurrentHook->mayPublish) return -EPERM;
   if (!jsonObject) return -EINVAL;
   // Bounded before parsing: a caller's unterminated buffer is read at most this far.
   size_t len = ::strnlen(jsonObject, wire::kMaxPublishBytes + 1);
@@ -24,7 +36,7 @@ int publish(const char* jsonObject) {
   auto parsed = wire::parseObject(std::string_view(jsonObject, len));
   // Serialized again it may grow (1e5 is sent as 100000.0): the agent's bound is on that.
   if (!parsed || !wire::checkPublished(*parsed)) return -EINVAL;
-  tCurrentRestart->published = std::move(*parsed);
+  tCurrentHook->published = std::move(*parsed);
   return 0;
 }
 

@@ -102,4 +102,6 @@ extern "C" VMCKPT_API const char* vmckpt_event_name(vmckpt_event ev) {
 
 extern "C" VMCKPT_API int vmckpt_connect_follows(void) { return plugin::connectFollows(); }
 
+extern "C" VMCKPT_API int vmckpt_release_requested(void) { return plugin::releaseRequested(); }
+
 extern "C" VMCKPT_API int vmckpt_publish(const char* json_object) { return plugin::publish(json_object); }

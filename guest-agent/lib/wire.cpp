@@ -174,6 +174,7 @@ std::string encodeEvent(uint64_t seq, EventKind kind, const EventPayload& payloa
   if (payload.deviceMap) j["device_map"] = *payload.deviceMap;
   if (payload.connectFollows) j["connect_follows"] = true;
   if (payload.peers) j["peers"] = *payload.peers;
+  if (payload.release) j["release"] = true;
   return toLine(j);
 }
 
@@ -184,6 +185,11 @@ std::string encodeReply(uint64_t seq, Outcome result, std::string_view reason, c
   return toLine(j);
 }
 
+bool publishAllowed(EventKind kind, bool connectFollows, bool release) {
+  return kind == EventKind::restart || (kind == EventKind::resume && connectFollows) ||
+         ((kind == EventKind::presuspend || kind == EventKind::precheckpoint) && release);
+}
+
 std::expected<size_t, std::string> checkPublished(const Json& data) {
   if (!data.is_object()) return std::unexpected(std::string("published data is not a JSON object"));
   size_t n = data.dump(-1, ' ', false, Json::error_handler_t::replace).size();
@@ -191,6 +197,13 @@ std::expected<size_t, std::string> checkPublished(const Json& data) {
     return std::unexpected("published data is " + std::to_string(n) + " bytes, more than " +
                            std::to_string(kMaxPublishBytes));
   return n;
+}
+
+std::expected<bool, std::string> optionalFlag(const Json& object, const std::string& key) {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return false;
+  if (!it->is_boolean()) return std::unexpected(key + " is not a boolean");
+  return it->get<bool>();
 }
 
 std::string messageType(const Json& message) {
@@ -236,10 +249,12 @@ std::expected<EventMsg, std::string> decodeEvent(const Json& message) {
     if (!d->is_object()) return std::unexpected(std::string("device_map is not an object"));
     m.deviceMap = *d;
   }
-  if (auto c = message.find("connect_follows"); c != message.end()) {
-    if (!c->is_boolean()) return std::unexpected(std::string("connect_follows is not a boolean"));
-    m.connectFollows = c->get<bool>();
-  }
+  auto follows = optionalFlag(message, "connect_follows");
+  if (!follows) return std::unexpected(follows.error());
+  m.connectFollows = *follows;
+  auto release = optionalFlag(message, "release");
+  if (!release) return std::unexpected(release.error());
+  m.release = *release;
   if (auto p = message.find("peers"); p != message.end()) {
     if (!p->is_array()) return std::unexpected(std::string("peers is not an array"));
     m.peers = *p;

@@ -23,7 +23,7 @@ inline constexpr int kApiVersion = 2;
 inline constexpr int kMinApiVersion = 1;
 inline constexpr size_t kMaxPluginNameBytes = 64;
 inline constexpr size_t kMaxReasonBytes = 511;
-// Longest object a process may publish in its RESTART reply, serialized compact
+// Longest object a process may publish in an event reply, serialized compact
 // (VMCKPT_PUBLISH_MAX).
 inline constexpr size_t kMaxPublishBytes = 32768;
 
@@ -85,22 +85,29 @@ struct EventMsg {
   uint64_t seq = 0;
   std::string event;                 // as sent; eventFromName() may not know it
   std::optional<Json> deviceMap;     // RESTART only
-  bool connectFollows = false;       // RESTART only
+  bool connectFollows = false;       // RESTART, RESUME
   std::optional<Json> peers;         // CONNECT only: an array
+  bool release = false;              // PRESUSPEND, PRECHECKPOINT
 };
 struct ReplyMsg {
   uint64_t seq = 0;
   Outcome result = Outcome::done;
   std::string reason;
-  std::optional<Json> data;  // as sent: checkPublished() says whether it is acceptable
+  std::optional<Json> data;  // as sent: publishAllowed() and checkPublished() say whether it counts
 };
 
 // What goes into an event besides its seq and kind.
 struct EventPayload {
   const Json* deviceMap = nullptr;  // RESTART
-  bool connectFollows = false;      // RESTART
+  bool connectFollows = false;      // RESTART, RESUME
   const Json* peers = nullptr;      // CONNECT
+  bool release = false;             // PRESUSPEND, PRECHECKPOINT
 };
+
+// Whether a process may publish data in its reply to this event: RESTART, RESUME with
+// connect_follows, PRESUSPEND or PRECHECKPOINT with release. Data in any other reply is
+// ignored.
+bool publishAllowed(EventKind kind, bool connectFollows, bool release);
 
 std::string encodeRegister(std::string_view plugin, int apiVersion = kApiVersion);
 std::string encodeRegistered(int64_t pid);
@@ -112,6 +119,10 @@ std::string encodeReply(uint64_t seq, Outcome result, std::string_view reason, c
 // Published data must be a JSON object of at most kMaxPublishBytes serialized compact.
 // Returns its size, or why it is refused (one phrase).
 std::expected<size_t, std::string> checkPublished(const Json& data);
+
+// An optional boolean member: false when absent or null, else it must be a boolean (the
+// error is one phrase).
+std::expected<bool, std::string> optionalFlag(const Json& object, const std::string& key);
 
 // The "type" of a message from the process channel ("" when missing or not a string).
 std::string messageType(const Json& message);

@@ -161,6 +161,62 @@ TEST(Wire, ConnectFollowsAndPeersRoundTrip) {
   EXPECT_FALSE(decodeEvent(*parseObject(R"({"type":"event","seq":1,"event":"RESTART","connect_follows":1})")));
 }
 
+TEST(Wire, ReleaseAndConnectFollowsOnResumeRoundTrip) {
+  // release: PRESUSPEND (drain) and PRECHECKPOINT (close) of a group snapshot;
+  // connect_follows: its RESUME. Each flag travels alone.
+  struct Case {
+    EventKind kind;
+    bool follows, release;
+  };
+  for (const Case c : {Case{EventKind::presuspend, false, true}, Case{EventKind::precheckpoint, false, true},
+                       Case{EventKind::resume, true, false}}) {
+    std::string line = encodeEvent(11, c.kind, EventPayload{nullptr, c.follows, nullptr, c.release});
+    auto msg = parseObject(line.substr(0, line.size() - 1));
+    ASSERT_TRUE(msg) << line;
+    EXPECT_EQ(msg->contains("release"), c.release) << line;
+    EXPECT_EQ(msg->contains("connect_follows"), c.follows) << line;
+    auto ev = decodeEvent(*msg);
+    ASSERT_TRUE(ev) << line;
+    EXPECT_EQ(ev->event, eventName(c.kind));
+    EXPECT_EQ(ev->release, c.release) << line;
+    EXPECT_EQ(ev->connectFollows, c.follows) << line;
+  }
+
+  // Only when true; absent and null mean false, anything else is refused.
+  EXPECT_EQ(encodeEvent(13, EventKind::presuspend, EventPayload{}).find("release"), std::string::npos);
+  EXPECT_EQ(encodeEvent(13, EventKind::precheckpoint, EventPayload{}).find("release"), std::string::npos);
+  EXPECT_FALSE(decodeEvent(*parseObject(R"({"type":"event","seq":1,"event":"PRESUSPEND"})"))->release);
+  EXPECT_FALSE(decodeEvent(*parseObject(R"({"type":"event","seq":1,"event":"PRESUSPEND","release":null})"))->release);
+  EXPECT_FALSE(decodeEvent(*parseObject(R"({"type":"event","seq":1,"event":"PRESUSPEND","release":1})")));
+  EXPECT_FALSE(decodeEvent(*parseObject(R"({"type":"event","seq":1,"event":"PRECHECKPOINT","release":"yes"})")));
+  EXPECT_FALSE(decodeEvent(*parseObject(R"({"type":"event","seq":1,"event":"RESUME","connect_follows":"yes"})")));
+}
+
+TEST(Wire, PublishAllowedOnlyWhereTheHostCollectsData) {
+  struct Case {
+    EventKind kind;
+    bool follows, release, allowed;
+  };
+  const Case cases[] = {
+      {EventKind::restart, false, false, true},
+      {EventKind::restart, true, false, true},
+      {EventKind::resume, true, false, true},
+      {EventKind::resume, false, false, false},
+      {EventKind::resume, false, true, false},
+      {EventKind::presuspend, false, true, true},
+      {EventKind::presuspend, true, false, false},
+      // The release stage: the plugin publishes what it closed.
+      {EventKind::precheckpoint, false, true, true},
+      {EventKind::precheckpoint, true, true, true},
+      {EventKind::precheckpoint, true, false, false},
+      {EventKind::precheckpoint, false, false, false},
+      {EventKind::connect, true, true, false},
+  };
+  for (const auto& c : cases)
+    EXPECT_EQ(publishAllowed(c.kind, c.follows, c.release), c.allowed)
+        << eventName(c.kind) << " connect_follows " << c.follows << " release " << c.release;
+}
+
 TEST(Wire, ReplyDataRoundTripAndCheck) {
   Json data = {{"qpn", 17}};
   std::string line = encodeReply(4, Outcome::done, {}, &data);

@@ -1,6 +1,7 @@
 /*
- * vmckpt guest plugin API (C ABI), version 2 (adds CONNECT, vmckpt_publish and
- * vmckpt_connect_follows; a plugin built against version 1 keeps working).
+ * vmckpt guest plugin API (C ABI), version 2 (adds CONNECT, vmckpt_publish,
+ * vmckpt_connect_follows and vmckpt_release_requested; a plugin built against version 1
+ * keeps working).
  *
  * A process that drives a device (InfiniBand, CUDA, OpenGL, ...) registers one plugin
  * with the in-guest agent, vmckpt-agent. The library connects to the agent's unix socket
@@ -13,6 +14,12 @@
  *                other hardware; device_map_json says what maps to what)
  *   rollback:    a failed or late quiesce sends RESUME to every process that got
  *                PRESUSPEND
+ *   group:       restore: RESTART (connect follows) -> CONNECT -> (running). Snapshot
+ *                with release: PRESUSPEND (release requested: drain, keep the devices
+ *                open: the peers still drain against them) ... the host waits until
+ *                every member drained ... PRECHECKPOINT (release requested: close the
+ *                devices now, publish) -> capture -> RESUME (connect follows: rebuild,
+ *                publish) -> CONNECT -> RESUME
  *
  * VMCKPT_PLUGIN_API_VERSION is bumped on any change to this file. Link with -lvmckpt
  * (libvmckpt.so.1 or libvmckpt.a). The header compiles as C99 and as C++.
@@ -51,8 +58,9 @@ typedef enum vmckpt_event {
   VMCKPT_PRECHECKPOINT = 2, /* put device state into process memory; the guest is captured next */
   VMCKPT_RESUME = 3,        /* same hardware: carry on (also the rollback of a failed quiesce) */
   VMCKPT_RESTART = 4,       /* restored, possibly on other hardware: rebuild device state */
-  VMCKPT_CONNECT = 5        /* API version 2; group restore only, after every member handled
-                               RESTART: connect to the peers' published ids */
+  VMCKPT_CONNECT = 5        /* API version 2; group restore or snapshot only, after every
+                               member handled RESTART or RESUME (connect follows): connect
+                               to the peers' published ids */
 } vmckpt_event;
 
 typedef enum vmckpt_result {
@@ -111,17 +119,30 @@ VMCKPT_API void vmckpt_unregister(void);
 /* "PRESUSPEND", "PRECHECKPOINT", "RESUME", "RESTART", "CONNECT", or "UNKNOWN". */
 VMCKPT_API const char* vmckpt_event_name(vmckpt_event ev);
 
-/* Inside a RESTART hook: 1 when this restore is part of a group restore and CONNECT
- * follows once every member has handled RESTART; else 0 (also 0 outside a hook). */
+/* Inside a RESTART or RESUME hook: 1 when this is part of a group restore or snapshot
+ * and CONNECT follows once every member has handled this event; else 0 (also 0 outside
+ * a hook). */
 VMCKPT_API int vmckpt_connect_follows(void);
 
+/* Inside a PRESUSPEND or PRECHECKPOINT hook: 1 when the host asks the plugin to release
+ * its devices (close them) before the capture; else 0 (also 0 outside a hook). In
+ * PRESUSPEND the plugin drains and keeps the devices open: other members of the group
+ * may still be draining against them. PRECHECKPOINT comes once every member has
+ * drained: close them there. After the capture the host sends RESUME with connect
+ * follows (rebuild, publish), CONNECT, then a plain RESUME; a quiesce that fails, at
+ * either event, is rolled back with a plain RESUME alone. */
+VMCKPT_API int vmckpt_release_requested(void);
+
 /*
- * Inside a RESTART hook only (on the library's thread, during the call): attaches
- * `json_object`, a JSON object of at most VMCKPT_PUBLISH_MAX bytes, to this process's
- * reply; the host hands it to every member of the group in CONNECT. A second call
- * replaces the first. Returns 0, or
+ * Inside a RESTART hook, a RESUME hook with vmckpt_connect_follows() == 1, or a
+ * PRESUSPEND or PRECHECKPOINT hook with vmckpt_release_requested() == 1 (on the
+ * library's thread, during the call): attaches `json_object`, a JSON object of at most
+ * VMCKPT_PUBLISH_MAX bytes, to this process's reply; the host gets it, and hands what a
+ * group's members published after RESTART or RESUME to every member in CONNECT. A
+ * second call replaces the first.
+ * Returns 0, or
  *   -EINVAL  NULL, not a JSON object, or longer than VMCKPT_PUBLISH_MAX
- *   -EPERM   not inside a RESTART hook
+ *   -EPERM   not inside one of those hooks
  */
 VMCKPT_API int vmckpt_publish(const char* json_object);
 

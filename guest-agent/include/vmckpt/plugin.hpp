@@ -43,8 +43,9 @@ class Plugin {
     (void)deviceMapJson;
     return EventResult::done();
   }
-  // Group restore only, after every member handled RESTART. peersJson: a JSON array of
-  // the objects the members published under this plugin's name (may be "[]").
+  // Group restore or snapshot only, after every member handled RESTART or RESUME.
+  // peersJson: a JSON array of the objects the members published under this plugin's
+  // name (may be "[]").
   virtual EventResult onConnect(std::string_view peersJson) {
     (void)peersJson;
     return EventResult::done();
@@ -92,13 +93,21 @@ inline int registerPlugin(Plugin& plugin, const std::string& name) {
 
 inline void unregisterPlugin() { vmckpt_unregister(); }
 
-// Inside onRestart: attaches a JSON object to this process's reply (see vmckpt_publish).
+// Inside onRestart, onResume when connectFollows(), or onPresuspend or onPrecheckpoint
+// when releaseRequested(): attaches a JSON object to this process's reply (see
+// vmckpt_publish).
 // Returns 0 or -errno.
 inline int publish(std::string_view jsonObject) {
   return vmckpt_publish(std::string(jsonObject).c_str());
 }
 
-// Inside onRestart: true when this restore is part of a group restore and onConnect follows.
+// Inside onRestart or onResume: true when this is part of a group restore or snapshot
+// and onConnect follows.
 inline bool connectFollows() { return vmckpt_connect_follows() != 0; }
+
+// Inside onPresuspend (drain, keep the devices open) or onPrecheckpoint (close them now):
+// true when the host asks the plugin to close its devices before the capture (see
+// vmckpt_release_requested).
+inline bool releaseRequested() { return vmckpt_release_requested() != 0; }
 
 }  // namespace vmckpt
