@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# What the InfiniBand rebuild costs a group restore: two TCG guests run vmckpt-ib-workload
-# under libvmckpt-ib.so on rxe0; each cycle takes a group snapshot mid-traffic, kills both
-# QEMUs and restores. Cycles alternate: a group restore that moves the job to the other
-# rxe link (--map ib=rxe1, then back to rxe0: close, re-create, exchange ids through the
-# host, reconnect) and, as the baseline in the same run, the two guests restored one by
-# one (no rebuild: rxe's state is guest memory, restored with the guest).
+# What the InfiniBand teardown and rebuild cost a group: two TCG guests run
+# vmckpt-ib-workload under libvmckpt-ib.so on rxe0; each cycle takes a group snapshot
+# mid-traffic (the plugins drain, then close their devices before the capture, then
+# rebuild and reconnect through the host's agent rounds after the resume), kills both
+# QEMUs and restores the group. Cycles alternate: a restore that moves the job to the
+# other rxe link (--map ib=rxe1, then back to rxe0) and, as the baseline in the same run,
+# one that rebuilds on the link the job is on (no map).
 #
 #   bench/ib_rebuild.sh [--build DIR] [--cycles N] [--out DIR]
 #
-# N (default 6, even, 2..20) cycles, half of each kind. Reports medians: the restore's
-# total (group: total_ms; one by one: the sum of each member's restore_ms + agent_ms),
-# the three agent rounds of a group restore (exchange_ms) and each process's rebuild
-# (the plugin's "rebuilt on ... in N ms" line). Writes DIR/<UTC time>.ib-rebuild.json
-# (default bench/results). Needs the InfiniBand test guest (make) and root; uses a
-# private store in a temporary directory and removes it. Under TCG every figure is slow
-# in absolute terms; the ratio is the rebuild's share.
+# N (default 6, even, 2..20) cycles, half of each kind. Reports medians: the group
+# snapshot's pause (first stop to last resume) and its agent rounds after the resume
+# (exchange_ms), the restore's total (total_ms) and its three agent rounds, and each
+# process's rebuild (the plugin's "rebuilt on ... in N ms" line). Writes
+# DIR/<UTC time>.ib-rebuild.json (default bench/results). Needs the InfiniBand test guest
+# (make) and root; uses a private store in a temporary directory and removes it. Under
+# TCG every figure is slow in absolute terms; the ratio is the move's share.
 set -euo pipefail
 
 build=build cycles=6 out=bench/results
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
         --build) build=$2; shift 2 ;;
         --cycles) cycles=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
-        -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "ib_rebuild.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -70,34 +71,32 @@ wait_iter() {
     done
 }
 
-echo "ib_rebuild.sh: 2 TCG guests, $cycles cycles (group restore with a move / one by one, alternating)"
+echo "ib_rebuild.sh: 2 TCG guests, $cycles cycles (group restore with a move / in place, alternating)"
 results=$home/cycles.jsonl
 : > "$results"
 wait_iter 20
 target=rxe1
 for ((c = 1; c <= cycles; c++)); do
     snap=$("$vmckpt" snapshot ibr1 ibr2 --group job --agent required --json)
-    ids=$(python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join(s["vm"]+"="+s["id"] for s in d["snapshots"]))' <<< "$snap")
     for pid in $(qemu_pids); do kill -9 "$pid" 2>/dev/null || true; done
     sleep 1
     if [ $((c % 2)) = 1 ]; then
+        kind=move
         r=$("$vmckpt" restore ibr1 ibr2 --group job --map "ib=$target" --json)
-        sleep 3  # the consoles' "rebuilt" lines
-        rebuilt=$(for vm in ibr1 ibr2; do console $vm | awk '/^\[vmckpt: restored/{m=""} /^vmckpt-ib: rebuilt on/{sub(/.* in /, ""); sub(/ ms.*/, ""); m=$0} END{print m}'; done | paste -sd, -)
-        python3 -c 'import json,sys; d=json.load(sys.stdin)
-notes=[m["agent_note"] for m in d["members"] if m["agent_note"]]
-if notes: sys.exit("ib_rebuild.sh: " + "; ".join(notes))
-print(json.dumps({"kind": "group", "total_ms": d["total_ms"], "exchange_ms": d["exchange_ms"],
-                  "rebuild_ms": [float(x) for x in sys.argv[1].split(",") if x]}))' "$rebuilt" <<< "$r" >> "$results"
         [ $target = rxe1 ] && target=rxe0 || target=rxe1
     else
-        sum=0
-        for pair in $ids; do
-            r=$("$vmckpt" restore "${pair%%=*}" "${pair#*=}" --json)
-            sum=$(python3 -c 'import json,sys; d=json.load(sys.stdin); print(float(sys.argv[1]) + d["restore_ms"] + d["agent_ms"])' "$sum" <<< "$r")
-        done
-        echo "{\"kind\": \"single\", \"total_ms\": $sum}" >> "$results"
+        kind=in-place
+        r=$("$vmckpt" restore ibr1 ibr2 --group job --json)
     fi
+    sleep 3  # the consoles' "rebuilt" lines
+    rebuilt=$(for vm in ibr1 ibr2; do console $vm | awk '/^\[vmckpt: restored/{m=""} /^vmckpt-ib: rebuilt on/{sub(/.* in /, ""); sub(/ ms.*/, ""); m=$0} END{print m}'; done | paste -sd, -)
+    python3 -c 'import json,sys; d=json.loads(sys.argv[3]); s=json.loads(sys.argv[4])
+notes=[m["agent_note"] for m in d["members"] if m["agent_note"]]
+notes+=[m["agent"]["note"] for m in s["snapshots"] if m["agent"]["note"]]
+if notes: sys.exit("ib_rebuild.sh: " + "; ".join(notes))
+print(json.dumps({"kind": sys.argv[1], "total_ms": d["total_ms"], "exchange_ms": d["exchange_ms"],
+                  "snapshot_pause_ms": s["pause_ms"], "snapshot_exchange_ms": s["exchange_ms"],
+                  "rebuild_ms": [float(x) for x in sys.argv[2].split(",") if x]}))' "$kind" "$rebuilt" "$r" "$snap" >> "$results"
     wait_iter $(($(last_iter ibr1) + 15))
     echo "ib_rebuild.sh: cycle $c: $(tail -1 "$results")"
 done
@@ -109,18 +108,21 @@ python3 - "$result" "$results" <<'PY'
 import json, statistics, sys
 out, path = sys.argv[1], sys.argv[2]
 rows = [json.loads(l) for l in open(path) if l.strip()]
-group = [r for r in rows if r["kind"] == "group"]
-single = [r for r in rows if r["kind"] == "single"]
-g = statistics.median(r["total_ms"] for r in group)
-s = statistics.median(r["total_ms"] for r in single)
-ex = statistics.median(r["exchange_ms"] for r in group)
-rb = [x for r in group for x in r["rebuild_ms"]]
-summary = {"bench": "ib-rebuild", "cycles": rows, "group_total_median_ms": g, "single_total_median_ms": s,
-           "ratio_group_to_single": round(g / s, 3), "exchange_median_ms": ex,
+move = [r for r in rows if r["kind"] == "move"]
+here = [r for r in rows if r["kind"] == "in-place"]
+med = lambda rs, k: statistics.median(r[k] for r in rs)
+m, h = med(move, "total_ms"), med(here, "total_ms")
+rb = [x for r in move + here for x in r["rebuild_ms"]]
+summary = {"bench": "ib-rebuild", "cycles": rows, "move_total_median_ms": m, "in_place_total_median_ms": h,
+           "ratio_move_to_in_place": round(m / h, 3), "restore_exchange_median_ms": med(move + here, "exchange_ms"),
+           "snapshot_pause_median_ms": med(rows, "snapshot_pause_ms"),
+           "snapshot_exchange_median_ms": med(rows, "snapshot_exchange_ms"),
            "rebuild_median_ms": statistics.median(rb) if rb else None}
 json.dump(summary, open(out, "w"), indent=1)
-print(f"group restore with a move: median {g:.0f} ms (of which the three agent rounds {ex:.0f} ms; "
-      f"each process's rebuild {summary['rebuild_median_ms']} ms)")
-print(f"one by one, no rebuild:    median {s:.0f} ms   ratio {g / s:.2f}")
+print(f"group snapshot: pause median {summary['snapshot_pause_median_ms']:.0f} ms; agent rounds after the resume "
+      f"(rebuild, reconnect) {summary['snapshot_exchange_median_ms']:.0f} ms")
+print(f"group restore with a move: median {m:.0f} ms; in place: {h:.0f} ms   ratio {m / h:.2f}")
+print(f"restore's three agent rounds: median {summary['restore_exchange_median_ms']:.0f} ms; "
+      f"each process's rebuild {summary['rebuild_median_ms']} ms")
 PY
 echo "ib_rebuild.sh: wrote $result"

@@ -106,12 +106,15 @@ void addSnapshot(CLI::App& app, Context& ctx) {
         if (!o->connect.empty()) return fail(Errc::invalidArgument, "--group does not apply with --connect yet");
         auto g = mgr->snapshotGroup(o->names, o->group, opts);
         if (!g) return fail(g.error());
-        Json j = {{"group", g->group}, {"id", g->id}, {"pause_ms", g->pauseMs}, {"total_ms", g->totalMs},
+        Json j = {{"group", g->group},          {"id", g->id},
+                  {"pause_ms", g->pauseMs},       {"exchange_ms", g->exchangeMs},
+                  {"published_bytes", g->publishedBytes}, {"total_ms", g->totalMs},
                   {"snapshots", Json::array()}};
         std::string human = cat("group snapshot ", g->id, " of job ", g->group, " (", g->members.size(), " VMs): ");
         char pause[32];
         std::snprintf(pause, sizeof pause, "%.1f", g->pauseMs);
         human += cat("first pause to last resume ", pause, " ms");
+        if (g->exchangeMs > 0) human += cat(", agents reconnected in ", static_cast<long long>(g->exchangeMs + 0.5), " ms");
         for (const auto& r : g->members) {
           j["snapshots"].push_back(snapshotJson(r, ""));
           human += "\n  " + snapshotLine(r, "");

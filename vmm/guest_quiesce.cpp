@@ -37,6 +37,7 @@ Result<QuiescedGuest> QuiescedGuest::connect(const std::optional<std::string>& s
     return g;
   }
   g.client_ = std::move(*client);
+  g.socket_ = *socket;
   return g;
 }
 
@@ -48,11 +49,14 @@ Result<QuiescedGuest> QuiescedGuest::quiesce(const VmSpec& spec, const VmPaths& 
   return g;
 }
 
-Status QuiescedGuest::quiesce(std::chrono::milliseconds timeout) {
+Status QuiescedGuest::quiesce(std::chrono::milliseconds timeout, bool release) {
   if (!client_ || quiesced_) return {};
   timeout_ = timeout;
   auto t0 = std::chrono::steady_clock::now();
-  auto q = client_->call("quiesce", {{"deadline_ms", timeout.count()}}, Deadline::in(timeout + kSlack));
+  Json args = {{"deadline_ms", timeout.count()}};
+  if (release) args["release"] = true;
+  releaseAsked_ = releaseAsked_ || release;
+  auto q = client_->call("quiesce", args, Deadline::in(timeout + kSlack));
   quiesceMs_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (!q) {
     // The agent rolls back by itself; a thaw covers a host-side timeout.
@@ -65,6 +69,21 @@ Status QuiescedGuest::quiesce(std::chrono::milliseconds timeout) {
   return {};
 }
 
+Status QuiescedGuest::release() {
+  if (!client_ || !quiesced_ || !releaseAsked_) return {};
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = client_->call("release", {{"deadline_ms", timeout_.count()}}, Deadline::in(timeout_ + kSlack));
+  quiesceMs_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (!r) {
+    client_.reset();  // the agent rolled back (its processes got RESUME)
+    quiesced_ = false;
+    return fail(r.error().context("release"));
+  }
+  // What each plugin answered when it closed its devices ({"released": true} ...).
+  if (auto pl = r->find("plugins"); pl != r->end() && pl->is_array()) plugins_ = *pl;
+  return {};
+}
+
 Status QuiescedGuest::thaw() {
   if (!client_ || !quiesced_) return {};
   auto r = client_->call("thaw", {{"deadline_ms", timeout_.count()}}, Deadline::in(timeout_ + kSlack));
@@ -72,6 +91,14 @@ Status QuiescedGuest::thaw() {
   quiesced_ = false;
   if (!r) return fail(r.error().context("thaw"));
   return {};
+}
+
+std::optional<std::string> QuiescedGuest::handOver() {
+  if (!releaseAsked_) return std::nullopt;
+  releaseAsked_ = false;
+  client_.reset();
+  quiesced_ = false;
+  return socket_;
 }
 
 }  // namespace vmckpt::vmm

@@ -32,7 +32,15 @@ class QuiescedGuest {
   // Asks the connected agent to quiesce (plugins park device state in guest RAM,
   // filesystems freeze last) within `timeout`. On failure the agent has rolled back and
   // is no longer connected. Nothing to do without an agent.
-  Status quiesce(std::chrono::milliseconds timeout);
+  // `release` (a group snapshot): the first of two stages; the plugins only drain
+  // (PRESUSPEND) and the agent waits in state drained for release(), which the group
+  // sends once every member drained (a plugin's drain needs its peers' queues alive).
+  // The guest must then be thawed through the group's rounds (group_rounds.hpp), never
+  // by thaw() alone: see handOver().
+  Status quiesce(std::chrono::milliseconds timeout, bool release = false);
+  // The second stage: the plugins close their devices (PRECHECKPOINT with release), the
+  // filesystems freeze. On failure the agent has rolled back and is no longer connected.
+  Status release();
   bool quiesced() const { return quiesced_; }
   const std::string& note() const { return note_; }
   double quiesceMs() const { return quiesceMs_; }
@@ -40,10 +48,16 @@ class QuiescedGuest {
   // Resumes the guest's devices (RESUME to plugins, filesystems thawed). Once only; a
   // guest that was not quiesced has nothing to thaw.
   Status thaw();
+  // A release was asked of this guest's agent (whatever its answer): its thaw belongs to
+  // the group's rounds. Returns the agent's socket for them, and drops this connection
+  // (the chardev takes one client at a time) and the thaw; nullopt otherwise.
+  std::optional<std::string> handOver();
 
  private:
   QuiescedGuest() = default;
   std::optional<agent::Client> client_;
+  std::string socket_;  // the agent's, once connected
+  bool releaseAsked_ = false;
   std::chrono::milliseconds timeout_{0};
   bool quiesced_ = false;
   std::string note_;

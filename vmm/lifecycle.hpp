@@ -85,6 +85,8 @@ struct GroupSnapshotResult {
   std::string id;     // this group snapshot's id, in every member's manifest
   std::vector<SnapshotResult> members;  // in the order the VMs were named
   double pauseMs = 0;  // first STOP to last RESUME over the group (QEMU's timestamps, one host clock)
+  double exchangeMs = 0;       // the agent rounds after the resume (group_rounds.hpp); 0 without agents
+  size_t publishedBytes = 0;   // the members' published ids, merged, as sent in 'connect'
   double totalMs = 0;
 };
 
@@ -92,6 +94,7 @@ struct RestoreOptions {
   std::string asName;  // restore into a new VM of this name, beside the original
   bool paused = false; // leave the restored guest paused
   DeviceMap deviceMap; // --map: merged over the snapshot spec's map, stored, sent to the agent
+  bool inGroup = false; // restoreGroup's own call: a member whose devices were released may load
 };
 
 // Live migration (`vmckpt migrate` on the source, `vmckpt receive` on the destination).

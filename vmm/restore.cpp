@@ -140,6 +140,11 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
   if ((m.ram == store::SnapshotRam::stream) != (m.spec.ram == RamBackend::anon))
     return ctx(Error(Errc::corrupt, cat("snapshot ", m.id, " keeps RAM as a ", store::snapshotRamName(m.ram),
                                         " but its VM spec says ", ramBackendName(m.spec.ram), " RAM")));
+  if (m.group && m.devicesReleased() && !opts.inGroup)
+    return ctx(Error(Errc::invalidArgument,
+                     cat("snapshot ", m.id, " is a member of group snapshot ", m.group->id, " ('", m.group->name,
+                         "'), taken with its devices released; restore the group together: vmckpt restore ",
+                         join(m.group->vms, " "), " --group ", m.group->id)));
   auto backend = store::makeBackend(m.mode);
 
   VmSpec spec = m.spec;

@@ -1,6 +1,6 @@
 // restoreGroup: the members of one group snapshot brought back together (see
 // lifecycle.hpp). Passes over the members: load each paused, continue each, then the
-// agent rounds (restored, connect, thaw). The snapshot was taken with every member
+// agent rounds (restored, connect, thaw: group_rounds.hpp). The snapshot was taken with every member
 // quiesced, so each guest's plugins hold their traffic (the ib interposer's gate is
 // closed in the captured memory) until every member runs and has reconnected.
 #include <algorithm>
@@ -9,7 +9,7 @@
 
 #include "common/log.hpp"
 #include "common/strings.hpp"
-#include "vmm/agent/agent_client.hpp"
+#include "vmm/group_rounds.hpp"
 #include "vmm/lifecycle.hpp"
 #include "vmm/store/catalog.hpp"
 
@@ -62,6 +62,10 @@ Result<GroupRestoreResult> VmManager::restoreGroup(const std::vector<std::string
                                              "); name the group snapshot by its id"));
     }
     out.members.push_back({name, e->manifest.id});
+    if (opts.paused && e->manifest.devicesReleased())
+      return fail(Errc::invalidArgument, cat("restore --group --paused: group snapshot ", g.id, " was taken with ", name,
+                                             "'s devices released; its members reconnect only together, as they "
+                                             "start: restore the group without --paused"));
   }
   std::vector<std::string> want = groupVms, got = names;
   std::sort(want.begin(), want.end());
@@ -83,6 +87,7 @@ Result<GroupRestoreResult> VmManager::restoreGroup(const std::vector<std::string
   for (auto& m : out.members) {
     RestoreOptions one = opts;
     one.paused = true;
+    one.inGroup = true;
     auto r = restore(m.vm, m.snapshot, one);
     if (!r) return unwind(r.error());
     m.restoreMs = r->restoreMs;
@@ -102,51 +107,30 @@ Result<GroupRestoreResult> VmManager::restoreGroup(const std::vector<std::string
   for (auto& m : out.members)
     if (auto t = transition(m.vm, false, false); !t) return unwind(t.error());
   out.resumeSpreadMs = msSince(firstCont);
-  const auto exchange = GroupClock::now();
-  auto note = [](GroupRestoreResult::Member& m, const std::string& what, const Error& e) {
-    if (!m.agentNote.empty()) return;
-    m.agentNote = cat("the guest runs, but its agent did not take '", what, "': ", e.message());
-    log::warn("VM ", m.vm, ": ", m.agentNote);
-  };
-  Json published = Json::object();
-  std::vector<bool> told(out.members.size(), false);
-  for (size_t i = 0; i < out.members.size(); ++i) {
-    auto& m = out.members[i];
+  std::vector<RoundMember> rounds;
+  for (const auto& m : out.members) {
     auto held = lockVm(m.vm);
     if (!held) return fail(held.error().context("restore --group"));
-    const auto ta = GroupClock::now();
-    auto sent = deliverPendingRestored(*held, &published);
-    if (!sent) return fail(sent.error());
-    told[i] = sent->has_value();
-    if (sent->has_value() && !**sent) note(m, "restored", (*sent)->error());
-    m.agentMs = msSince(ta);
+    rounds.push_back({.vm = m.vm, .socket = held->paths.agentSocket});
   }
-  // 'connect', then 'thaw', to every member told 'restored' (not one whose 'restored'
-  // was no longer pending: restore --paused, resumed since).
-  auto eachTold = [&](const char* what, auto&& send) -> Status {
-    for (size_t i = 0; i < out.members.size(); ++i) {
-      if (!told[i]) continue;
-      auto& m = out.members[i];
-      auto held = lockVm(m.vm);
-      if (!held) return fail(held.error().context("restore --group"));
-      const auto ta = GroupClock::now();
-      if (Status s = send(held->paths.agentSocket); !s) note(m, what, s.error());
-      m.agentMs += msSince(ta);
-    }
-    return {};
-  };
-  // The agents' line limit bounds what 'connect' can carry.
-  const std::string merged = published.dump();
-  out.publishedBytes = merged.size();
-  constexpr size_t kMaxPublished = 60000;
-  VMCKPT_TRY(eachTold("connect", [&](const std::string& socket) -> Status {
-    if (merged.size() > kMaxPublished)
-      return fail(Errc::invalidArgument, cat("the members published ", merged.size(), " bytes of ids, more than the ",
-                                             kMaxPublished, " one agent message carries"));
-    return agent::connectPeers(socket, published);
-  }));
-  VMCKPT_TRY(eachTold("thaw", [](const std::string& socket) { return agent::notifyThaw(socket); }));
-  out.exchangeMs = msSince(exchange);
+  // Round 1 to every member whose 'restored' is pending (not one resumed since, after
+  // restore --paused).
+  const RoundsOutcome done = runGroupRounds(rounds, "restored", [this](RoundMember& m) -> Result<Json> {
+    auto held = lockVm(m.vm);
+    if (!held) return fail(held.error());
+    Json mine = Json::object();
+    auto sent = deliverPendingRestored(*held, &mine);
+    if (!sent) return fail(sent.error());
+    m.told = sent->has_value();
+    if (sent->has_value() && !**sent) return fail((*sent)->error());
+    return mine;
+  });
+  for (size_t i = 0; i < out.members.size(); ++i) {
+    out.members[i].agentNote = rounds[i].note;
+    out.members[i].agentMs = rounds[i].agentMs;
+  }
+  out.publishedBytes = done.publishedBytes;
+  out.exchangeMs = done.ms;
   out.totalMs = msSince(t0);
   return out;
 }

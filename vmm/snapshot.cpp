@@ -379,12 +379,25 @@ Status VmSnapshot::quiesce() {
   if (!guest_->connected()) return {};
   journal_.quiesced = true;  // before asking: a kill during the quiesce must thaw too
   if (auto w = writeJournal(held_->paths, journal_); !w) return fail(wrap(w.error().context("journal")));
-  auto q = guest_->quiesce(opts_.quiesceTimeout);
+  // A group's plugins close their devices too (the group's rounds rebuild them).
+  auto q = guest_->quiesce(opts_.quiesceTimeout, grouped_);
   m_.timings.quiesceMs = guest_->quiesceMs();
   if (!q) return fail(wrap(q.error()));
   m_.quiesced = true;
   m_.agentPlugins = guest_->plugins();
   thawPending_ = true;  // thawed when the guest runs again, or by the destructor
+  return {};
+}
+
+Status VmSnapshot::release() {
+  if (!grouped_ || !m_.quiesced) return {};
+  auto r = guest_->release();
+  m_.timings.quiesceMs = guest_->quiesceMs();
+  if (!r) {
+    m_.quiesced = false;
+    return fail(wrap(r.error()));
+  }
+  m_.agentPlugins = guest_->plugins();
   return {};
 }
 
@@ -395,6 +408,19 @@ void VmSnapshot::thawNowRunning() {
     thawWarning_ = cat("the snapshot is complete, but the guest agent did not thaw: ", t.error().message());
     log::warn(thawWarning_);
   }
+}
+
+std::optional<std::string> VmSnapshot::handOverThaw() {
+  if (!grouped_ || !guest_ || qemuGone()) return std::nullopt;
+  auto socket = guest_->handOver();
+  if (socket) thawPending_ = false;
+  return socket;
+}
+
+void VmSnapshot::resumeForUnwind() {
+  if (!pausedByUs_ || !run_) return;
+  resumeAfterFailedCapture(*run_);
+  pausedByUs_ = false;
 }
 
 Status VmSnapshot::preflush() {

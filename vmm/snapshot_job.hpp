@@ -33,7 +33,11 @@ class VmSnapshot {
   VmSnapshot& operator=(const VmSnapshot&) = delete;
 
   // The agent's plugins park device state in guest RAM, filesystems freeze last.
+  // Grouped: only the first stage (the plugins drain); release() is the second.
   Status quiesce();
+  // Grouped, once every member is quiesced: the plugins close their devices (none stays
+  // open during the capture), filesystems freeze.
+  Status release();
   // While the guest runs: what capture() would write back before its pause.
   Status preflush();
   // Grouped only: QMP stop (a guest the user had paused stays as it is).
@@ -43,6 +47,12 @@ class VmSnapshot {
   Status capture();
   // Grouped only: cont after the capture; the pause ends; the guest thaws.
   Status resume();
+  // Grouped, after its agent was asked to release the devices: the agent's socket, for
+  // the group's rounds (group_rounds.hpp), which take over the thaw; nullopt otherwise,
+  // or when QEMU is gone. Once.
+  std::optional<std::string> handOverThaw();
+  // Grouped: a guest pause() stopped runs again, without a thaw (an unwind's first step).
+  void resumeForUnwind();
   // Seal, manifest, one rename. Then withdraw() takes it back (a group whose other
   // member failed to publish).
   Result<SnapshotResult> publish(const std::optional<store::SnapshotGroup>& group = std::nullopt);

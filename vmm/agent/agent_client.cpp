@@ -115,30 +115,14 @@ Result<nlohmann::json> Client::call(std::string_view cmd, const nlohmann::json& 
   }
 }
 
-Status notifyRestored(const std::string& socketPath, const nlohmann::json& deviceMap,
-                      std::chrono::milliseconds connectTimeout) {
-  constexpr std::chrono::milliseconds kRestartDeadline{10000};
-  auto c = Client::connect(socketPath, Deadline::in(connectTimeout));
-  if (!c) return fail(c.error());
-  auto r = c->call("restored", {{"device_map", deviceMap}, {"deadline_ms", kRestartDeadline.count()}},
-                   Deadline::in(kRestartDeadline + std::chrono::seconds(2)));
-  if (!r) return fail(r.error());
-  return {};
-}
+namespace {
 
-Result<nlohmann::json> restoredForGroup(const std::string& socketPath, const nlohmann::json& deviceMap,
-                                        std::chrono::milliseconds connectTimeout) {
-  constexpr std::chrono::milliseconds kRestartDeadline{20000};
-  auto c = Client::connect(socketPath, Deadline::in(connectTimeout));
-  if (!c) return fail(c.error());
-  auto r = c->call("restored",
-                   {{"device_map", deviceMap}, {"connect_follows", true}, {"deadline_ms", kRestartDeadline.count()}},
-                   Deadline::in(kRestartDeadline + std::chrono::seconds(2)));
-  if (!r) return fail(r.error());
-  // The reply is at most one 64 KiB line (readLine bounds it); keep well-formed objects.
+// What a reply's plugins[] published: {"<plugin>": [object, ...]}. The reply is at most
+// one 64 KiB line (readLine bounds it); only well-formed objects are kept.
+nlohmann::json publishedIn(const nlohmann::json& reply) {
   nlohmann::json out = nlohmann::json::object();
-  auto plugins = r->find("plugins");
-  if (plugins == r->end() || !plugins->is_array()) return out;
+  auto plugins = reply.find("plugins");
+  if (plugins == reply.end() || !plugins->is_array()) return out;
   for (const auto& p : *plugins) {
     if (!p.is_object()) continue;
     auto name = p.find("name");
@@ -149,22 +133,49 @@ Result<nlohmann::json> restoredForGroup(const std::string& socketPath, const nlo
   return out;
 }
 
-Status connectPeers(const std::string& socketPath, const nlohmann::json& peers) {
-  constexpr std::chrono::milliseconds kConnectDeadline{20000};
-  auto c = Client::connect(socketPath, Deadline::in(std::chrono::seconds(10)));
+// One command on a connection of its own: the agent gets `deadline` (deadline_ms) for
+// its processes, the host waits that plus a little for the reply.
+Result<nlohmann::json> callOnce(const std::string& socketPath, std::string_view cmd, nlohmann::json args,
+                                std::chrono::milliseconds deadline,
+                                std::chrono::milliseconds connectTimeout = std::chrono::seconds(10)) {
+  auto c = Client::connect(socketPath, Deadline::in(connectTimeout));
   if (!c) return fail(c.error());
-  auto r = c->call("connect", {{"peers", peers}, {"deadline_ms", kConnectDeadline.count()}},
-                   Deadline::in(kConnectDeadline + std::chrono::seconds(2)));
+  args["deadline_ms"] = deadline.count();
+  return c->call(cmd, args, Deadline::in(deadline + std::chrono::seconds(2)));
+}
+
+}  // namespace
+
+using std::chrono::milliseconds;
+
+Status notifyRestored(const std::string& socketPath, const nlohmann::json& deviceMap, milliseconds connectTimeout) {
+  auto r = callOnce(socketPath, "restored", {{"device_map", deviceMap}}, milliseconds(10000), connectTimeout);
+  if (!r) return fail(r.error());
+  return {};
+}
+
+Result<nlohmann::json> restoredForGroup(const std::string& socketPath, const nlohmann::json& deviceMap,
+                                        milliseconds connectTimeout) {
+  auto r = callOnce(socketPath, "restored", {{"device_map", deviceMap}, {"connect_follows", true}},
+                    milliseconds(20000), connectTimeout);
+  if (!r) return fail(r.error());
+  return publishedIn(*r);
+}
+
+Result<nlohmann::json> thawForGroup(const std::string& socketPath) {
+  auto r = callOnce(socketPath, "thaw", {{"connect_follows", true}}, milliseconds(20000));
+  if (!r) return fail(r.error());
+  return publishedIn(*r);
+}
+
+Status connectPeers(const std::string& socketPath, const nlohmann::json& peers) {
+  auto r = callOnce(socketPath, "connect", {{"peers", peers}}, milliseconds(20000));
   if (!r) return fail(r.error());
   return {};
 }
 
 Status notifyThaw(const std::string& socketPath) {
-  constexpr std::chrono::milliseconds kThawDeadline{10000};
-  auto c = Client::connect(socketPath, Deadline::in(std::chrono::seconds(10)));
-  if (!c) return fail(c.error());
-  auto r = c->call("thaw", {{"deadline_ms", kThawDeadline.count()}},
-                   Deadline::in(kThawDeadline + std::chrono::seconds(2)));
+  auto r = callOnce(socketPath, "thaw", nlohmann::json::object(), milliseconds(10000));
   if (!r) return fail(r.error());
   return {};
 }

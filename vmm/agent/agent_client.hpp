@@ -48,7 +48,8 @@ class Client {
 Status notifyRestored(const std::string& socketPath, const nlohmann::json& deviceMap,
                       std::chrono::milliseconds connectTimeout);
 
-// The three rounds of a group restore (restore --group), once every member runs:
+// The three rounds of a group restore (restore --group; vmm/group_rounds.hpp), once every
+// member runs:
 //  1. restoredForGroup: 'restored' with connect_follows; the plugins rebuild and may
 //     publish ids. Returns {"<plugin>": [object, ...]}: what this guest's processes
 //     published (objects only; the host relays them and never interprets them).
@@ -57,6 +58,10 @@ Status notifyRestored(const std::string& socketPath, const nlohmann::json& devic
 Result<nlohmann::json> restoredForGroup(const std::string& socketPath, const nlohmann::json& deviceMap,
                                         std::chrono::milliseconds connectTimeout);
 Status connectPeers(const std::string& socketPath, const nlohmann::json& peers);
+// Round 1 after a group snapshot (or its rollback) whose plugins released their devices:
+// 'thaw' with connect_follows; the plugins rebuild on the same devices and publish, as
+// restoredForGroup returns.
+Result<nlohmann::json> thawForGroup(const std::string& socketPath);
 Status notifyThaw(const std::string& socketPath);
 
 }  // namespace vmckpt::vmm::agent

@@ -38,6 +38,18 @@ Result<SnapshotRam> parseSnapshotRam(std::string_view s) {
   return fail(Errc::corrupt, cat("snapshot RAM kind '", s.substr(0, 32), "' is not one this vmckpt knows (file, stream)"));
 }
 
+bool Manifest::devicesReleased() const {
+  if (!agentPlugins.is_array()) return false;
+  for (const Json& p : agentPlugins) {
+    if (!p.is_object()) continue;
+    auto data = p.find("data");
+    if (data == p.end() || !data->is_object()) continue;
+    auto released = data->find("released");
+    if (released != data->end() && released->is_boolean() && released->get<bool>()) return true;
+  }
+  return false;
+}
+
 const ManifestFile* Manifest::file(const std::string& name) const {
   for (const auto& f : files)
     if (f.name == name) return &f;

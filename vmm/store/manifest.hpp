@@ -84,6 +84,10 @@ struct Manifest {
   // Tolerates unknown keys; refuses newer formats and names that are not plain file names.
   static Result<Manifest> fromJson(const Json& j);
   const ManifestFile* file(const std::string& name) const;
+  // A plugin closed its devices before this capture (a group snapshot with release:
+  // its quiesce answer published {"released": true}): the guest can only come back
+  // with its group, whose rounds rebuild and reconnect it.
+  bool devicesReleased() const;
 };
 
 Result<Manifest> readManifest(const std::string& path);

@@ -16,6 +16,7 @@
 #include "drain.hpp"
 #include "gate.hpp"
 #include "ids.hpp"
+#include "objects.hpp"
 #include "real.hpp"
 #include "recvs.hpp"
 #include "shadow.hpp"
@@ -199,7 +200,8 @@ int pollCq(ibv_cq* cq, int n, ibv_wc* wc) {
     if (got == n) return got;
   }
   ibv_cq* r = s->real;
-  if (r == nullptr) return got > 0 ? got : -EIO;
+  // Released before capture: only the backlog until the rebuild (an error otherwise).
+  if (r == nullptr) return got > 0 || objects().released.load() ? got : -EIO;
   int more = 0;
   if (draining()) {
     // The drain polls this CQ too: serialize with it so no completion overtakes one
@@ -228,7 +230,11 @@ int reqNotifyCq(ibv_cq* cq, int solicitedOnly) {
   if (s == nullptr) return EINVAL;
   GatePass rebuild(rebuildGate());
   ibv_cq* r = s->real;
-  if (r == nullptr) return EIO;
+  if (r == nullptr) {
+    if (!objects().released.load()) return EIO;
+    s->armed.store(true, std::memory_order_relaxed);  // the rebuild arms the new CQ
+    return 0;
+  }
   int rc = r->context->ops.req_notify_cq(r, solicitedOnly);
   if (rc == 0) s->armed.store(true, std::memory_order_relaxed);
   return rc;
@@ -265,6 +271,7 @@ int queryDeviceEx(ibv_context* ctx, const ibv_query_device_ex_input* input, ibv_
 void initShadowContext(ShadowContext& s, ibv_context* real) {
   std::memset(static_cast<void*>(&s.vctx), 0, sizeof s.vctx);
   s.real = real;
+  s.device_name = ibv_get_device_name(real->device);
   ibv_context& c = s.vctx.context;
   c.device = real->device;
   c.cmd_fd = real->cmd_fd;

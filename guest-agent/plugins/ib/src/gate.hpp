@@ -68,4 +68,14 @@ class GatePass {
   Gate& gate_;
 };
 
+// The rebuild gate closed for a swap of the real objects (release, rebuild, connect),
+// reopened when it ends; `ok` false when a poll did not leave within the limit.
+struct RebuildGateClosed {
+  RebuildGateClosed() : ok(rebuildGate().close(std::chrono::milliseconds(4000))) {}
+  ~RebuildGateClosed() { rebuildGate().open(); }
+  RebuildGateClosed(const RebuildGateClosed&) = delete;
+  RebuildGateClosed& operator=(const RebuildGateClosed&) = delete;
+  bool ok;
+};
+
 }  // namespace vmckpt::ib

@@ -3,6 +3,7 @@
 // freeing it; one mutex, the control path only.
 #pragma once
 
+#include <atomic>
 #include <mutex>
 #include <vector>
 
@@ -20,6 +21,16 @@ struct Objects {
   std::vector<ShadowSrq*> srqs;
   std::vector<ShadowQp*> qps;
   std::vector<ShadowAh*> ahs;
+  // Set by a release before capture (release.hpp) until the rebuild: every real object
+  // is gone and the device is closed; polls find only the backlogs, notification
+  // requests are remembered, channel waits sleep.
+  std::atomic<bool> released{false};
+  // The application's fd numbers (the device's and the channels') that are copies this
+  // plugin made, not the provider's own fds: a rebuild's dup2 of the new file onto the
+  // number the application holds, or a release's eventfd placeholder. The provider never
+  // closes them; a release replaces them with placeholders and a rebuild dup2s the new
+  // files over them. Under `mutex`.
+  std::vector<int> owned_numbers;
 };
 
 Objects& objects();

@@ -16,6 +16,7 @@
 #include "ids.hpp"
 #include "objects.hpp"
 #include "real.hpp"
+#include "release.hpp"
 #include "shadow.hpp"
 
 namespace vmckpt::ib {
@@ -23,7 +24,6 @@ namespace {
 
 using Json = nlohmann::json;
 constexpr uint8_t kPort = 1;
-constexpr auto kGateLimit = std::chrono::milliseconds(4000);
 
 // Bounds on what a peer publishes (it comes from another guest, through the host).
 constexpr size_t kMaxPeerGids = kMaxKnownGids;
@@ -97,21 +97,6 @@ int indexOf(const std::vector<std::pair<int, ibv_gid>>& table, const ibv_gid& g)
   return -1;
 }
 
-struct GateClosed {
-  GateClosed() : ok(rebuildGate().close(kGateLimit)) {}
-  ~GateClosed() { rebuildGate().open(); }
-  bool ok;
-};
-
-// Keeps the application's fd number `visible` (closed with the old device) valid for the
-// new file `fresh`: dup2 onto it, unless something took that number meanwhile (one of
-// the new device's fds, or the application's own); then the application sees `fresh`.
-int keepFdNumber(int visible, int fresh) {
-  if (visible == fresh || visible < 0) return fresh;
-  if (::fcntl(visible, F_GETFD) != -1) return fresh;  // in use: never clobber it
-  return ::dup2(fresh, visible) == visible ? visible : fresh;
-}
-
 // Replays history entries [qp.replayed, end) of `qp` against the new device; with
 // `peers` false it stops before the first entry that names the peer (AV or dest QPN).
 std::string replay(ShadowQp& qp, bool peers, const std::vector<std::pair<int, ibv_gid>>& table, uint32_t activeMtu) {
@@ -175,35 +160,6 @@ uint32_t activeMtuOf(ibv_context* ctx) {
   return static_cast<uint32_t>(pa.active_mtu);
 }
 
-// Releases the objects of the device the guest was captured with, in dependency order,
-// then closes it. ibv_destroy_cq waits until every event the CQ reported is acked: the
-// ones the application holds unacked are acked here and their later acks swallowed
-// (synthetic_events). Every real pointer is nulled: until the rebuild re-creates an
-// object, the data path and the wrappers see null (EIO) instead of freed memory, should
-// the rebuild fail.
-void releaseOld(Objects& o, ShadowContext& c) {
-  auto drop = [](auto* shadow, auto destroy) {
-    if (shadow->real != nullptr) destroy(shadow->real);
-    shadow->real = nullptr;
-  };
-  for (ShadowAh* a : o.ahs) drop(a, real().destroy_ah);
-  for (ShadowQp* q : o.qps) drop(q, real().destroy_qp);
-  for (ShadowSrq* q : o.srqs) drop(q, real().destroy_srq);
-  for (ShadowMr* m : o.mrs) drop(m, real().dereg_mr);
-  for (ShadowCq* q : o.cqs) {
-    if (q->real == nullptr) continue;
-    if (unsigned held = q->unacked_events.exchange(0); held > 0) {
-      real().ack_cq_events(q->real, held);
-      q->synthetic_events.fetch_add(held);
-    }
-    drop(q, real().destroy_cq);
-  }
-  for (ShadowChannel* ch : o.channels) drop(ch, real().destroy_comp_channel);
-  for (ShadowPd* p : o.pds) drop(p, real().dealloc_pd);
-  if (c.real != nullptr) real().close_device(c.real);
-  c.real = nullptr;
-}
-
 // True when `g` is the source GID of an address some QP or AH uses.
 bool usedAsSource(const Objects& o, const ibv_gid& g) {
   for (const ShadowQp* q : o.qps)
@@ -223,48 +179,61 @@ std::string each(std::vector<T*>& list, F&& f) {
 
 }  // namespace
 
-std::string rebuildLocal(const std::string& device, Json& published) {
+std::string rebuildLocal(const std::string& device, Json& published, std::string& fallback) {
   published = Json::object();
-  GateClosed closed;
+  fallback.clear();
+  RebuildGateClosed closed;
   if (!closed.ok) return "a poll did not return within 4 s";
   Objects& o = objects();
   std::lock_guard lock(o.mutex);
   if (o.contexts.empty()) return "";
-  if (o.contexts.size() > 1) return "rebuilding a process with several devices open is not supported";
+  if (std::string e = rebuildRefusal(o); !e.empty()) return e;
   ShadowContext& c = *o.contexts.front();
-  for (ShadowQp* q : o.qps)
-    if (q->history_overflow)
-      return "QP " + std::to_string(q->pub.qp_num) + " was modified more than " + std::to_string(kMaxQpModifies) +
-             " times without a reset; its state cannot be replayed";
-  if (c.real == nullptr && device.empty()) return "no device to rebuild on: an earlier rebuild failed; name one";
-  const std::string name = device.empty() ? std::string(ibv_get_device_name(c.real->device)) : device;
+  // Without a map: the device it is open on, or was before a release or a failed rebuild.
+  std::string name = device.empty() ? c.device_name : device;
+  if (name.empty()) return "no device to rebuild on; name one with --map ib=DEVICE";
 
   int count = 0;
   ibv_device** list = ibv_get_device_list(&count);
   if (list == nullptr) return "no verbs device list: " + std::string(std::strerror(errno));
-  ibv_device* dev = nullptr;
-  for (int i = 0; i < count; ++i)
-    if (name == ibv_get_device_name(list[i])) dev = list[i];
+  auto find = [&](const std::string& wanted) -> ibv_device* {
+    for (int i = 0; i < count; ++i)
+      if (wanted == ibv_get_device_name(list[i])) return list[i];
+    return nullptr;
+  };
+  ibv_device* dev = find(name);
+  // A map naming a device this guest lacks: the one it had, rather than none (its peers
+  // rebuild and wait for its ids); the caller says so.
+  if (dev == nullptr && name != c.device_name && !c.device_name.empty() && (dev = find(c.device_name)) != nullptr) {
+    fallback = "no verbs device '" + name + "' in this guest; rebuilt on '" + c.device_name + "' instead";
+    name = c.device_name;
+  }
   if (dev == nullptr) {
     ibv_free_device_list(list);
     return "no verbs device '" + name + "' in this guest";
   }
-  // What arrived after the drain's last poll (a peer's sends, acknowledged before its
-  // own drain ended) is still on the old CQs: into the backlogs, or it would be lost.
-  for (ShadowCq* q : o.cqs)
-    if (q->real != nullptr && pollIntoBacklog(*q) < 0)
-      logLine("the last poll of a CQ on the old device failed; continuing");
-  // Old objects first: their fd numbers become free for the new device's.
-  releaseOld(o, c);
+  // Not released before capture (a restore of a snapshot taken that way, or this rebuild
+  // on a live device): what arrived after the drain's last poll (a peer's sends,
+  // acknowledged before its own drain ended) is still on the old CQs, into the
+  // backlogs, or it would be lost; then the old objects go, and their fd numbers
+  // become free for the new device's.
+  if (!o.released.load()) {
+    for (ShadowCq* q : o.cqs)
+      if (q->real != nullptr && pollIntoBacklog(*q) < 0)
+        logLine("the last poll of a CQ on the old device failed; continuing");
+    releaseObjects(o, c);
+  }
   ibv_context* fresh = real().open_device(dev);
   ibv_free_device_list(list);  // an open context keeps its device
   if (fresh == nullptr) return "opening '" + name + "': " + std::strerror(errno);
   c.real = fresh;
+  c.device_name = name;
+  o.released.store(false);  // from here a missing object is a failed rebuild (EIO)
   ibv_context& pub = c.vctx.context;
   pub.device = fresh->device;
   pub.num_comp_vectors = fresh->num_comp_vectors;
-  pub.cmd_fd = keepFdNumber(pub.cmd_fd, fresh->cmd_fd);
-  pub.async_fd = keepFdNumber(pub.async_fd, fresh->async_fd);
+  pub.cmd_fd = keepFdNumber(o, pub.cmd_fd, fresh->cmd_fd);
+  pub.async_fd = keepFdNumber(o, pub.async_fd, fresh->async_fd);
 
   Translation& t = translation();
   std::string err = each(o.pds, [&](ShadowPd& p) -> std::string {
@@ -293,7 +262,10 @@ std::string rebuildLocal(const std::string& device, Json& published) {
   err = each(o.channels, [&](ShadowChannel& ch) -> std::string {
     ch.real = real().create_comp_channel(fresh);
     if (ch.real == nullptr) return std::string("creating a completion channel: ") + std::strerror(errno);
-    ch.pub.fd = keepFdNumber(ch.pub.fd, ch.real->fd);
+    // The application's O_NONBLOCK, kept by a release's placeholder, holds for the new file.
+    const int was = ::fcntl(ch.pub.fd, F_GETFL);
+    ch.pub.fd = keepFdNumber(o, ch.pub.fd, ch.real->fd);
+    if (was != -1 && (was & O_NONBLOCK) != 0) (void)::fcntl(ch.pub.fd, F_SETFL, ::fcntl(ch.pub.fd, F_GETFL) | O_NONBLOCK);
     return "";
   });
   if (!err.empty()) return err;
@@ -425,28 +397,12 @@ std::optional<PeerIds> parsePeer(const Json& p, std::string& why) {
 
 }  // namespace
 
-std::string connectPeers(const Json& peers) {
-  if (!peers.is_array() || peers.size() > 4096) return "CONNECT did not carry an array of the members' ids";
-  std::vector<std::pair<ibv_gid, ibv_gid>> gids;
-  std::vector<std::pair<PeerId, PeerId>> qpns, rkeys;
-  for (const Json& p : peers) {
-    std::string why;
-    auto ids = parsePeer(p, why);
-    if (!ids) return why;
-    for (const auto& [vg, rg] : ids->gids) {
-      gids.emplace_back(vg, rg);
-      for (const auto& [vq, rq] : ids->qpns) qpns.push_back({PeerId{vg, vq}, PeerId{rg, rq}});
-      for (const auto& [vk, rk] : ids->rkeys) rkeys.push_back({PeerId{vg, vk}, PeerId{rg, rk}});
-    }
-  }
-  GateClosed closed;
-  if (!closed.ok) return "a poll did not return within 4 s";
-  Objects& o = objects();
-  std::lock_guard lock(o.mutex);
+namespace {
+
+// Replays the rest of every QP's history against the peers' ids in the tables (RTR,
+// RTS) and re-creates the address handles. The caller holds o.mutex and the gate.
+std::string connectLocked(Objects& o) {
   Translation& t = translation();
-  t.gid.setAll(gids);
-  t.peer_qpn.setAll(qpns);
-  t.peer_rkey.setAll(rkeys);
   if (o.contexts.empty()) return "";
   ibv_context* ctx = o.contexts.front()->real;
   if (ctx == nullptr) return "the rebuild before this CONNECT failed: no device";
@@ -467,6 +423,41 @@ std::string connectPeers(const Json& peers) {
     a.pub.handle = a.real->handle;
     return "";
   });
+}
+
+}  // namespace
+
+std::string connectPeers(const Json& peers) {
+  if (!peers.is_array() || peers.size() > 4096) return "CONNECT did not carry an array of the members' ids";
+  std::vector<std::pair<ibv_gid, ibv_gid>> gids;
+  std::vector<std::pair<PeerId, PeerId>> qpns, rkeys;
+  for (const Json& p : peers) {
+    std::string why;
+    auto ids = parsePeer(p, why);
+    if (!ids) return why;
+    for (const auto& [vg, rg] : ids->gids) {
+      gids.emplace_back(vg, rg);
+      for (const auto& [vq, rq] : ids->qpns) qpns.push_back({PeerId{vg, vq}, PeerId{rg, rq}});
+      for (const auto& [vk, rk] : ids->rkeys) rkeys.push_back({PeerId{vg, vk}, PeerId{rg, rk}});
+    }
+  }
+  RebuildGateClosed closed;
+  if (!closed.ok) return "a poll did not return within 4 s";
+  Objects& o = objects();
+  std::lock_guard lock(o.mutex);
+  Translation& t = translation();
+  t.gid.setAll(gids);
+  t.peer_qpn.setAll(qpns);
+  t.peer_rkey.setAll(rkeys);
+  return connectLocked(o);
+}
+
+std::string reconnectKnownPeers() {
+  RebuildGateClosed closed;
+  if (!closed.ok) return "a poll did not return within 4 s";
+  Objects& o = objects();
+  std::lock_guard lock(o.mutex);
+  return connectLocked(o);
 }
 
 void wakeArmedCqs() {

@@ -1,7 +1,8 @@
-// The rebuild after a group restore, in the two rounds the host drives (restore --group):
+// The rebuild after a group restore or a group snapshot's release (release.hpp), in the
+// two rounds the host drives (restore --group; snapshot --group after its resume):
 //
-//   RESTART (connect follows)  rebuildLocal: close the device the guest was captured
-//       with, open the one the device map names (or the same one again), re-create PD,
+//   RESTART or RESUME (connect follows)  rebuildLocal: close the device the guest was
+//       captured with (unless released already), open the one the device map names (or the same one again), re-create PD,
 //       MR (the same buffers), channel, CQ (re-armed), SRQ and QP with the recorded
 //       attributes, replay each QP's modify history up to the step that needs its
 //       peer (RTR of RC/UC), post the recorded receives again, and publish the new
@@ -23,11 +24,16 @@
 
 namespace vmckpt::ib {
 
-// `device`: the verbs device to rebuild on; empty for the one open now. "" on success,
-// else a one-line reason.
-std::string rebuildLocal(const std::string& device, nlohmann::json& published);
+// `device`: the verbs device to rebuild on; empty for the one open now (or before the
+// release). "" on success, else a one-line reason. A `device` this guest lacks: the
+// rebuild is on the one it had, and `fallback` says so.
+std::string rebuildLocal(const std::string& device, nlohmann::json& published, std::string& fallback);
 // `peers`: the array of every member's published object (ours included).
 std::string connectPeers(const nlohmann::json& peers);
+// A plain RESUME after a release (the host rolled back without its rounds, or an older
+// host): after rebuildLocal, connect with the peers' ids as known before the release.
+// Reaches the peers that did not rebuild; the host's rounds fix the rest.
+std::string reconnectKnownPeers();
 // RESUME after CONNECT (every member connected): each CQ that was armed when its old
 // channel died gets a completion (a marker on a connected QP that sends to it), so the
 // application's wait on the channel, poll() on its fd included, wakes up and finds

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <deque>
 #include <mutex>
+#include <string>
 #include <vector>
 
 namespace vmckpt::ib {
@@ -40,6 +41,9 @@ struct ShadowContext {
   verbs_context vctx;  // the application holds &vctx.context
   Kind kind = Kind::context;
   ibv_context* real = nullptr;
+  // The verbs device it is open on (or was, before a release): a rebuild without a
+  // device map opens this one again.
+  std::string device_name;
   // The (virtual) GIDs of this device the application has seen: queried, or used as
   // the source of an address. A rebuild maps each to the new device's GID of its kind
   // and publishes the pair, so peers can translate the GIDs they hold. Under

@@ -15,8 +15,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <new>
+#include <thread>
 
 #include "gate.hpp"
 #include "ids.hpp"
@@ -450,14 +452,21 @@ VMCKPT_IB_EXPORT int ibv_get_cq_event(ibv_comp_channel* channel, ibv_cq** cq, vo
         if (cq_context != nullptr) *cq_context = owed->pub.cq_context;
         return 0;
       }
-      if (ch->real == nullptr) {  // a failed rebuild left it without a device
-        errno = EIO;
+      if (ch->real != nullptr) {
+        pollfd p{ch->real->fd, POLLIN, 0};
+        const bool blocking = (fcntl(ch->real->fd, F_GETFL) & O_NONBLOCK) == 0;
+        if (!blocking || ::poll(&p, 1, 100) != 0) break;
+        continue;
+      }
+      // No channel: released before capture (it comes back with the rebuild), or a
+      // failed rebuild left it without a device.
+      const bool released = objects().released.load();
+      if (!released || (fcntl(ch->pub.fd, F_GETFL) & O_NONBLOCK) != 0) {
+        errno = released ? EAGAIN : EIO;
         return -1;
       }
-      pollfd p{ch->real->fd, POLLIN, 0};
-      const bool blocking = (fcntl(ch->real->fd, F_GETFL) & O_NONBLOCK) == 0;
-      if (!blocking || ::poll(&p, 1, 100) != 0) break;
     }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   GatePass rebuild(rebuildGate());
   ibv_cq* r = nullptr;
