@@ -47,7 +47,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 group="239.255.$((RANDOM % 250 + 1)).$((RANDOM % 250 + 1)):$((20000 + RANDOM % 20000))"
-iters=$((400 + 80 * cycles))
+iters=$((400 + 300 * cycles))  # a cycle takes about 5 s; the workload must outlast them
 for i in 1 2; do
     if [ $i = 1 ]; then role="--listen,7000"; else role="--connect,10.77.0.1:7000"; fi
     "$vmckpt" create "ibr$i" --memory 512M --kernel "$img/kernel" --initrd "$img/initrd" --accel tcg \

@@ -26,7 +26,7 @@ void addRestore(CLI::App& app, Context& ctx) {
                   "Restore the VMs named together from their snapshots of this group snapshot (its id, or the group's "
                   "name for its newest): all loaded paused, then all continued, then every agent told 'restored' "
                   "(plugins rebuild, on --map's device, and publish new ids), 'connect' (every member's ids) and "
-                  "'thaw'");
+                  "'thaw'. A member whose devices were released is refused alone, and with --paused");
   sub->add_option("--connect,-c", o->connect,
                   "A libvirt URI (e.g. qemu:///system): revert the libvirt domain NAME to a vmckpt snapshot (the "
                   "domain must be shut off; it is defined again if it was undefined)");

@@ -71,8 +71,9 @@ void addSnapshot(CLI::App& app, Context& ctx) {
   sub->add_option("name", o->names, "VM name; several with --group (with --connect: one libvirt domain name)")
       ->required();
   sub->add_option("--group,-g", o->group,
-                  "The VMs named are one job: quiesce all, pause all, capture all, resume all (a snapshot per VM, "
-                  "one group id in each manifest; any failure leaves none)");
+                  "The VMs named are one job: quiesce all (plugins drain), release all (plugins close their "
+                  "devices), pause all, capture all, resume all, then the agents rebuild and reconnect together (a "
+                  "snapshot per VM, one group id in each manifest, restored together; any failure leaves none)");
   sub->add_option("--connect,-c", o->connect,
                   "A libvirt URI (e.g. qemu:///system): snapshot the libvirt domain NAME through libvirt; the fast "
                   "path where its memory is a shared file, else a live snapshot");
