@@ -115,7 +115,8 @@ void addSnapshot(CLI::App& app, Context& ctx) {
         char pause[32];
         std::snprintf(pause, sizeof pause, "%.1f", g->pauseMs);
         human += cat("first pause to last resume ", pause, " ms");
-        if (g->exchangeMs > 0) human += cat(", agents reconnected in ", static_cast<long long>(g->exchangeMs + 0.5), " ms");
+        if (g->exchangeMs > 0)
+          human += cat(", agents reconnected in ", static_cast<long long>(g->exchangeMs + 0.5), " ms");
         for (const auto& r : g->members) {
           j["snapshots"].push_back(snapshotJson(r, ""));
           human += "\n  " + snapshotLine(r, "");

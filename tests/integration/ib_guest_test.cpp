@@ -234,8 +234,14 @@ TEST_P(IbJobTest, WorkloadCompletesAcrossGroupSnapshotsKillsAndRestores) {
     ASSERT_TRUE(qemuPids().empty());
     // The devices were released before the capture: a member alone is refused, before
     // anything is stopped or loaded.
-    if (cycle == 1)
+    if (cycle == 1) {
       vmckpt::test::expectOneLineError(vmckpt({"restore", vms[0], ids[vms[0]]}), "restore the group together");
+      std::vector<std::string> paused = {"restore"};
+      paused.insert(paused.end(), vms.begin(), vms.end());
+      paused.insert(paused.end(), {"--group", g["id"].get<std::string>(), "--paused"});
+      vmckpt::test::expectOneLineError(vmckpt(paused), "restore the group without --paused");
+      ASSERT_TRUE(qemuPids().empty()) << "a refused restore started a guest";
+    }
     // Every cycle restores the group together (all loaded paused, all continued, then the
     // agent rounds: every process rebuilds and the ids go through the host). Odd cycles
     // move the job to the other rxe link each time (rxe0 -> rxe1 -> rxe0 ...); even ones
@@ -291,6 +297,28 @@ TEST_F(IbGuestTest, ShortRetryCountSeesNoOutageAcrossGroupSnapshotAndRestore) {
   const std::vector<std::string> vms = {"ib1", "ib2"};
   for (const auto& vm : vms) ASSERT_EQ(vmckpt({"start", vm}).code, 0);
   for (const auto& vm : vms) ASSERT_TRUE(waitForConsole(vm, "vmckpt-test-guest: ready", 180s)) << console(vm);
+
+  // A group snapshot that fails after every member released its device (an injected
+  // capture failure) leaves no snapshot, and its unwind reconnects the job through the
+  // same rounds: the workload goes on (and shows no retry-exceeded error, checked last).
+  {
+    for (const auto& vm : vms)
+      ASSERT_TRUE(waitFor(vm, [](const std::string& c) { return lastIter(current(c)) >= 10; }, 300s))
+          << vm << ": " << failure(console(vm)) << "\n" << current(console(vm));
+    const int before = lastIter(current(console("ib1")));
+    vmckpt::test::expectOneLineError(vmckpt({"snapshot", "ib1", "ib2", "--group", "job", "--agent", "required"},
+                                            {{"VMCKPT_FAULT", "after-capture:error"}}),
+                                     "injected fault at after-capture");
+    for (const auto& vm : vms) {
+      EXPECT_EQ(vmckpt({"snapshots", vm, "--json"}).json()["snapshots"].size(), 0u) << vm;
+      ASSERT_TRUE(waitFor(vm, [&](const std::string& c) { return lastIter(current(c)) >= before + 10; }, 120s))
+          << vm << " did not go on after the failed snapshot: " << failure(console(vm)) << "\n" << console(vm);
+      const std::string c = console(vm);
+      EXPECT_NE(c.find("vmckpt-ib: released 'rxe0'"), std::string::npos) << c;
+      EXPECT_NE(c.find("vmckpt-ib: connected to the peers' new ids"), std::string::npos) << c;
+    }
+    note("a failed group snapshot after the release: no snapshot, the job reconnected and goes on");
+  }
 
   std::string id;
   for (int cycle = 1; cycle <= 3; ++cycle) {

@@ -84,6 +84,27 @@ TEST(Manifest, GroupRoundTripsAndOnlyItNeedsFormatOneTwo) {
   }
 }
 
+// A plugin that closed its devices before the capture says so in its quiesce answer's
+// data; only a well-formed {"released": true} counts (the guest wrote it), and it
+// survives the manifest's round trip.
+TEST(Manifest, DevicesReleasedOnlyWhenAPluginSaidSo) {
+  store::Manifest m = liveManifest();
+  EXPECT_FALSE(m.devicesReleased());
+  m.agentPlugins = Json::array({Json({{"name", "ib"}, {"result", "done"}})});
+  EXPECT_FALSE(m.devicesReleased());
+  for (Json bad :
+       {Json("released"), Json({{"released", "true"}}), Json({{"released", 1}}), Json({{"released", false}})}) {
+    m.agentPlugins = Json::array({Json({{"name", "ib"}, {"data", bad}})});
+    EXPECT_FALSE(m.devicesReleased()) << bad.dump();
+  }
+  m.agentPlugins =
+      Json::array({Json(7), Json({{"name", "gl"}}), Json({{"name", "ib"}, {"data", {{"released", true}}}})});
+  EXPECT_TRUE(m.devicesReleased());
+  auto back = store::Manifest::fromJson(m.toJson());
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_TRUE(back->devicesReleased());
+}
+
 // Found by the manifest fuzzer: a number that does not fit (here a float far beyond int)
 // used to be converted with undefined behaviour. Every integer member is checked now.
 TEST(Manifest, NumbersThatAreNotIntegersInRangeAreCorrupt) {

@@ -265,7 +265,8 @@ std::string rebuildLocal(const std::string& device, Json& published, std::string
     // The application's O_NONBLOCK, kept by a release's placeholder, holds for the new file.
     const int was = ::fcntl(ch.pub.fd, F_GETFL);
     ch.pub.fd = keepFdNumber(o, ch.pub.fd, ch.real->fd);
-    if (was != -1 && (was & O_NONBLOCK) != 0) (void)::fcntl(ch.pub.fd, F_SETFL, ::fcntl(ch.pub.fd, F_GETFL) | O_NONBLOCK);
+    if (was != -1 && (was & O_NONBLOCK) != 0)
+      (void)::fcntl(ch.pub.fd, F_SETFL, ::fcntl(ch.pub.fd, F_GETFL) | O_NONBLOCK);
     return "";
   });
   if (!err.empty()) return err;

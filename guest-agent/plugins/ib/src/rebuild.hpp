@@ -2,8 +2,9 @@
 // two rounds the host drives (restore --group; snapshot --group after its resume):
 //
 //   RESTART or RESUME (connect follows)  rebuildLocal: close the device the guest was
-//       captured with (unless released already), open the one the device map names (or the same one again), re-create PD,
-//       MR (the same buffers), channel, CQ (re-armed), SRQ and QP with the recorded
+//       captured with (unless released already), open the one the device map names
+//       (or the same one again), re-create PD, MR (the same buffers), channel, CQ
+//       (re-armed), SRQ and QP with the recorded
 //       attributes, replay each QP's modify history up to the step that needs its
 //       peer (RTR of RC/UC), post the recorded receives again, and publish the new
 //       real ids: {"gids": [[v, r]...], "qpns": [[v, r]...], "rkeys": [[v, r]...]}
