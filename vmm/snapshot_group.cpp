@@ -44,11 +44,16 @@ Result<GroupSnapshotResult> VmManager::snapshotGroup(const std::vector<std::stri
   // from each member before it resumes (its own thaw would be a plain one).
   std::vector<RoundMember> handed;
   RoundsOutcome exchanged;
+  // Whether any member was asked to release: before that, a failure needs no rounds
+  // (drained plugins only reopen their gates, with a plain thaw); from then on every
+  // member rebuilds, since its peers' ids change.
+  bool releaseStarted = false;
   auto takeOver = [&members, &handed] {
     for (auto& m : members)
       if (auto socket = m->handOverThaw()) handed.push_back({.vm = m->name(), .socket = *socket});
   };
-  const std::function<void()> reconnect = [&takeOver, &handed, &exchanged] {
+  const std::function<void()> reconnect = [&takeOver, &handed, &exchanged, &releaseStarted] {
+    if (!releaseStarted) return;
     takeOver();
     if (handed.empty()) return;
     exchanged = runGroupRounds(handed, "thaw", [](RoundMember& r) -> Result<Json> {
@@ -79,6 +84,7 @@ Result<GroupSnapshotResult> VmManager::snapshotGroup(const std::vector<std::stri
   // peers' queues alive), the barrier across the job.
   for (auto& m : members)
     if (auto s = m->quiesce(); !s) return inGroup(s.error());
+  releaseStarted = true;
   for (auto& m : members)
     if (auto s = m->release(); !s) return inGroup(s.error());
   for (auto& m : members)
