@@ -47,13 +47,15 @@ Result<GroupSnapshotResult> VmManager::snapshotGroup(const std::vector<std::stri
   // Whether any member was asked to release: before that, a failure needs no rounds
   // (drained plugins only reopen their gates, with a plain thaw); from then on every
   // member rebuilds, since its peers' ids change.
-  bool releaseStarted = false;
+  bool releaseStarted = false, reconnected = false;
   auto takeOver = [&members, &handed] {
     for (auto& m : members)
       if (auto socket = m->handOverThaw()) handed.push_back({.vm = m->name(), .socket = *socket});
   };
-  const std::function<void()> reconnect = [&takeOver, &handed, &exchanged, &releaseStarted] {
-    if (!releaseStarted) return;
+  // Once: after the resume, or when unwinding.
+  const std::function<void()> reconnect = [&takeOver, &handed, &exchanged, &releaseStarted, &reconnected] {
+    if (!releaseStarted || reconnected) return;
+    reconnected = true;
     takeOver();
     if (handed.empty()) return;
     exchanged = runGroupRounds(handed, "thaw", [](RoundMember& r) -> Result<Json> {
@@ -66,10 +68,9 @@ Result<GroupSnapshotResult> VmManager::snapshotGroup(const std::vector<std::stri
   struct Unwind {
     std::vector<std::unique_ptr<VmSnapshot>>& m;
     const std::function<void()>& reconnect;
-    bool reconnected = false;
     ~Unwind() {
       for (auto& member : m) member->resumeForUnwind();
-      if (!reconnected) reconnect();
+      reconnect();
       while (!m.empty()) m.pop_back();
     }
   } unwind{members, reconnect};
@@ -100,7 +101,6 @@ Result<GroupSnapshotResult> VmManager::snapshotGroup(const std::vector<std::stri
     if (auto s = m->resume(); !s && !resumeFailed) resumeFailed = s.error();
   if (resumeFailed) return inGroup(*resumeFailed);
   reconnect();
-  unwind.reconnected = true;
 
   GroupSnapshotResult out;
   out.group = group;

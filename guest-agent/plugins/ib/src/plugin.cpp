@@ -89,8 +89,7 @@ long long msSince(std::chrono::steady_clock::time_point start) {
 vmckpt_result rebuildForGroup(const char* event, const std::string& device, char* reason, size_t len) {
   const auto start = std::chrono::steady_clock::now();
   nlohmann::json ids;
-  std::string fallback;
-  if (std::string e = rebuildLocal(device, ids, fallback); !e.empty()) {
+  if (std::string e = rebuildLocal(device, ids); !e.empty()) {
     gate().open();  // the objects are gone: posts fail instead of hanging the application
     return failWith(reason, len, std::string(event) + ": rebuild: " + e);
   }
@@ -100,7 +99,6 @@ vmckpt_result rebuildForGroup(const char* event, const std::string& device, char
                                      std::strerror(-rc) + "; too many queue pairs or keys?)");
   }
   g_rebuilt = true;
-  if (!fallback.empty()) logLine("%s (the device map names a device this guest does not have)", fallback.c_str());
   const auto names = openDevices();
   logLine("rebuilt on '%s' in %lld ms; waiting for the peers' ids", names.empty() ? "-" : names.front().c_str(),
           msSince(start));
@@ -111,9 +109,7 @@ vmckpt_result rebuildForGroup(const char* event, const std::string& device, char
 // before the release (those that did not rebuild); the gate opens either way.
 std::string rebuildAlone(const std::string& device) {
   nlohmann::json unused;
-  std::string fallback;
-  std::string e = rebuildLocal(device, unused, fallback);
-  if (!fallback.empty()) logLine("%s", fallback.c_str());
+  std::string e = rebuildLocal(device, unused);
   if (e.empty()) e = reconnectKnownPeers();
   gate().open();
   return e;

@@ -179,9 +179,8 @@ std::string each(std::vector<T*>& list, F&& f) {
 
 }  // namespace
 
-std::string rebuildLocal(const std::string& device, Json& published, std::string& fallback) {
+std::string rebuildLocal(const std::string& device, Json& published) {
   published = Json::object();
-  fallback.clear();
   RebuildGateClosed closed;
   if (!closed.ok) return "a poll did not return within 4 s";
   Objects& o = objects();
@@ -205,7 +204,8 @@ std::string rebuildLocal(const std::string& device, Json& published, std::string
   // A map naming a device this guest lacks: the one it had, rather than none (its peers
   // rebuild and wait for its ids); the caller says so.
   if (dev == nullptr && name != c.device_name && !c.device_name.empty() && (dev = find(c.device_name)) != nullptr) {
-    fallback = "no verbs device '" + name + "' in this guest; rebuilt on '" + c.device_name + "' instead";
+    logLine("no verbs device '%s' in this guest; rebuilt on '%s' instead (the device map names a device this "
+            "guest does not have)", name.c_str(), c.device_name.c_str());
     name = c.device_name;
   }
   if (dev == nullptr) {
@@ -213,14 +213,10 @@ std::string rebuildLocal(const std::string& device, Json& published, std::string
     return "no verbs device '" + name + "' in this guest";
   }
   // Not released before capture (a restore of a snapshot taken that way, or this rebuild
-  // on a live device): what arrived after the drain's last poll (a peer's sends,
-  // acknowledged before its own drain ended) is still on the old CQs, into the
-  // backlogs, or it would be lost; then the old objects go, and their fd numbers
-  // become free for the new device's.
+  // on a live device): the last completions into the backlogs, then the old objects go,
+  // and their fd numbers become free for the new device's.
   if (!o.released.load()) {
-    for (ShadowCq* q : o.cqs)
-      if (q->real != nullptr && pollIntoBacklog(*q) < 0)
-        logLine("the last poll of a CQ on the old device failed; continuing");
+    if (!lastPollIntoBacklogs(o)) logLine("the last poll of a CQ on the old device failed; continuing");
     releaseObjects(o, c);
   }
   ibv_context* fresh = real().open_device(dev);

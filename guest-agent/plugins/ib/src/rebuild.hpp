@@ -27,8 +27,8 @@ namespace vmckpt::ib {
 
 // `device`: the verbs device to rebuild on; empty for the one open now (or before the
 // release). "" on success, else a one-line reason. A `device` this guest lacks: the
-// rebuild is on the one it had, and `fallback` says so.
-std::string rebuildLocal(const std::string& device, nlohmann::json& published, std::string& fallback);
+// rebuild is on the one it had, saying so on stderr.
+std::string rebuildLocal(const std::string& device, nlohmann::json& published);
 // `peers`: the array of every member's published object (ours included).
 std::string connectPeers(const nlohmann::json& peers);
 // A plain RESUME after a release (the host rolled back without its rounds, or an older

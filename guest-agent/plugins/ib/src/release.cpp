@@ -62,6 +62,13 @@ std::string rebuildRefusal(const Objects& o) {
   return "";
 }
 
+bool lastPollIntoBacklogs(Objects& o) {
+  bool ok = true;
+  for (ShadowCq* q : o.cqs)
+    if (q->real != nullptr && pollIntoBacklog(*q) < 0) ok = false;
+  return ok;
+}
+
 void releaseObjects(Objects& o, ShadowContext& c) {
   auto drop = [](auto* shadow, auto destroy) {
     if (shadow->real != nullptr) destroy(shadow->real);
@@ -106,10 +113,7 @@ std::string releaseDevice() {
   if (o.contexts.empty()) return "";
   if (std::string e = rebuildRefusal(o); !e.empty()) return e;
   ShadowContext& c = *o.contexts.front();
-  // What arrived after the drain's last poll (a peer's sends, acknowledged before its
-  // own drain ended) is still on the CQs: into the backlogs, or it would be lost.
-  for (ShadowCq* q : o.cqs)
-    if (q->real != nullptr && pollIntoBacklog(*q) < 0) return "the last poll of a CQ failed";
+  if (!lastPollIntoBacklogs(o)) return "the last poll of a CQ failed";
   const auto numbers = visibleNumbers(o, c);
   releaseObjects(o, c);
   for (const auto& [fd, nonblock] : numbers) holdNumber(o, fd, nonblock);

@@ -35,6 +35,10 @@ void releaseObjects(Objects& o, ShadowContext& c);
 // ours (never onto a number something else took meanwhile; then the application sees
 // `fresh`).
 int keepFdNumber(Objects& o, int visible, int fresh);
+// What arrived after the drain's last poll (a peer's sends, acknowledged before its own
+// drain ended) is still on the CQs: into the backlogs, or it would be lost with them.
+// False when a poll failed.
+bool lastPollIntoBacklogs(Objects& o);
 // Why a rebuild could not bring this process's objects back ("" when it can).
 std::string rebuildRefusal(const Objects& o);
 
