@@ -225,7 +225,9 @@ TEST_F(MigrateTest, RunningGuestMovesLiveWithItsMemoryClockAndDisks) {
   ASSERT_EQ(rcv.code, 0) << rcv.err;
   Json m = mig.json();
   std::cout << "migrate: " << m.dump() << "\n";
-  EXPECT_GT(m["downtime_ms"].get<double>(), 0.0);
+  // QEMU's figure, whole milliseconds: a switch-over under 1 ms reads 0 (seen once in CI).
+  ASSERT_TRUE(m["downtime_ms"].is_number()) << m.dump();
+  EXPECT_GE(m["downtime_ms"].get<double>(), 0.0);
   EXPECT_GT(m["transferred_bytes"].get<std::uint64_t>(), 100ull << 20) << "the RAM pattern did not travel";
   EXPECT_FALSE(m["postcopy"].get<bool>());
   EXPECT_EQ(m["source"]["state"], "stopped");
