@@ -72,12 +72,14 @@ struct Coordinator::Op {
   std::vector<Part> parts;
   Json fsResult;          // null when fsfreeze is off
   std::string fsError;    // thaw errors (thaw, restored)
+  Json cudaResult;        // null when the CUDA step did not run
+  std::string cudaError;  // restore errors (thaw, restored)
   ErrorCode failCode = ErrorCode::internal;
   std::string failMessage;
 };
 
 Coordinator::Coordinator(ProcessTable& processes, const Logger& log, CoordinatorConfig config)
-    : processes_(processes), log_(log), config_(std::move(config)) {}
+    : processes_(processes), log_(log), config_(std::move(config)), cuda_(config_.cuda) {}
 
 Coordinator::~Coordinator() = default;
 
@@ -164,6 +166,12 @@ void Coordinator::start(const HostRequest& req) {
     op_->fsResult = thawFilesystems(&op_->fsError);
     op_->budget = req.deadline.count() > 0 ? req.deadline : config_.notifyTimeout;
     op_->deadline = Deadline::in(op_->budget);
+    // The processes get RESUME/RESTART with their GPU state back (a UVM interposer in
+    // them re-creates managed memory then).
+    std::string gpu;
+    if (req.cmd == Command::restored)
+      if (auto it = req.deviceMap.find("gpu"); it != req.deviceMap.end() && it->is_string()) gpu = it->get<std::string>();
+    op_->cudaResult = restoreCuda(gpu, op_->deadline, &op_->cudaError);
     sendPhase(req.cmd == Command::thaw ? wire::EventKind::resume : wire::EventKind::restart, Phase::notify);
   }
   advance();
@@ -263,6 +271,18 @@ void Coordinator::advance() {
 
 void Coordinator::startFreeze() {
   op_->phase = Phase::freeze;
+  // After PRECHECKPOINT, where a UVM interposer moved managed memory out of the driver's
+  // way; before the freeze, which would stall the helper's start on a frozen root.
+  auto cuda = cuda_.checkpoint(op_->deadline);
+  if (!cuda) {
+    rollback(ErrorCode::pluginFailed, "cuda: " + cuda.error());
+    return;
+  }
+  // Reported only where it acted: a guest without a GPU sees no cuda entry.
+  if ((*cuda)["result"] == "done") {
+    log_.info("cuda: checkpointed " + std::to_string((*cuda)["processes"].size()) + " processes");
+    op_->cudaResult = std::move(*cuda);
+  }
   if (!config_.fsfreeze) {
     finishQuiesce();
     return;
@@ -333,6 +353,11 @@ void Coordinator::rollback(ErrorCode code, std::string message) {
   op_->failMessage = std::move(message);
   log_.info(std::string(commandName(op_->cmd)) + " failed: " + op_->failMessage + "; rolling back");
   if (freezeJob_) freezeJob_->cancel();  // its thread thaws what it froze
+  if (cuda_.holding()) {
+    std::string err;
+    (void)restoreCuda({}, Deadline::in(std::chrono::seconds(60)), &err);
+    if (!err.empty()) op_->failMessage += "; " + err;
+  }
   for (auto& p : op_->parts) {
     p.waiting = false;
     if (!p.gotPresuspend) continue;
@@ -377,9 +402,12 @@ void Coordinator::finishNotify(bool timedOut) {
                       std::to_string(op_->budget.count()) + " ms from " + waitingFor();
     log_.info(name + ": " + msg);
     reply(errorReply(op_->hostId, ErrorCode::deadline, msg));
-  } else if (!failed.empty() || !op_->fsError.empty()) {
-    std::string msg = op_->fsError.empty() ? joined(failed) : "fsfreeze: " + op_->fsError;
-    if (!op_->fsError.empty() && !failed.empty()) msg += "; " + joined(failed);
+  } else if (!failed.empty() || !op_->fsError.empty() || !op_->cudaError.empty()) {
+    std::vector<std::string> parts;
+    if (!op_->fsError.empty()) parts.push_back("fsfreeze: " + op_->fsError);
+    if (!op_->cudaError.empty()) parts.push_back("cuda: " + op_->cudaError);
+    if (!failed.empty()) parts.push_back(joined(failed));
+    std::string msg = joined(parts);
     log_.info(name + ": " + msg);
     reply(errorReply(op_->hostId, ErrorCode::pluginFailed, msg));
   } else if (auto line = resultReply({{"plugins", pluginResults()}}); !line) {
@@ -431,16 +459,31 @@ Json Coordinator::thawFilesystems(std::string* error) {
   return {{"name", "fsfreeze"}, {"pid", 0}, {"result", out.thawed.empty() ? "not_mine" : "done"}};
 }
 
+Json Coordinator::restoreCuda(const std::string& deviceGpu, Deadline d, std::string* error) {
+  if (!cuda_.holding()) return nullptr;
+  auto r = cuda_.restore(deviceGpu, d);
+  if (!r) {
+    log_.info("cuda: " + r.error());
+    *error = r.error();
+    return nullptr;
+  }
+  log_.info("cuda: restored " + std::to_string((*r)["processes"].size()) + " processes");
+  return std::move(*r);
+}
+
 Json Coordinator::pluginResults() const {
   Json list = Json::array();
-  // Freezing comes last in quiesce and release, thawing first in the others.
+  // Freezing comes last in quiesce and release, thawing first in the others; the CUDA
+  // step sits next to it.
   bool freezes = op_->cmd == Command::quiesce || op_->cmd == Command::release;
   if (!freezes && !op_->fsResult.is_null()) list.push_back(op_->fsResult);
+  if (!freezes && !op_->cudaResult.is_null()) list.push_back(op_->cudaResult);
   for (const auto& p : op_->parts) {
     Json entry = {{"name", p.plugin}, {"pid", p.pid}, {"result", p.anyDone ? "done" : "not_mine"}};
     if (p.data) entry["data"] = *p.data;
     list.push_back(std::move(entry));
   }
+  if (freezes && !op_->cudaResult.is_null()) list.push_back(op_->cudaResult);
   if (freezes && !op_->fsResult.is_null()) list.push_back(op_->fsResult);
   return list;
 }
@@ -474,6 +517,12 @@ void Coordinator::shutdown() {
       log_.info("fsfreeze: a freeze is still running at exit (" + freezeJob_->current() + ")");
       (void)freezeJob_.release();
     }
+  }
+  // A CUDA process left checkpointed would stay locked for good.
+  if (cuda_.holding()) {
+    std::string err;
+    (void)restoreCuda({}, Deadline::in(std::chrono::seconds(60)), &err);
+    if (!err.empty()) log_.info("cuda: at exit: " + err);
   }
   // Drained froze nothing: a thaw there could only undo someone else's freeze.
   if (state_ == AgentState::quiesced && config_.fsfreeze) {

@@ -2,17 +2,21 @@
 // state machine driven by the event loop (answers from processes, the freeze thread,
 // timers). One operation at a time; the agent holds further host requests until it ends.
 //
-//   quiesce:  PRESUSPEND to all -> PRECHECKPOINT to all -> fsfreeze -> state quiesced
+//   quiesce:  PRESUSPEND to all -> PRECHECKPOINT to all -> CUDA checkpoint -> fsfreeze
+//             -> state quiesced
 //             with release, two stages around the host's group barrier:
 //             PRESUSPEND(release) to all -> state drained; what each process published
 //             comes back in its plugins[] entry
-//   release:  (drained only) PRECHECKPOINT(release) to the drained processes -> fsfreeze
+//   release:  (drained only) PRECHECKPOINT(release) to the drained processes -> CUDA
+//             checkpoint -> fsfreeze
 //             -> state quiesced; what each published comes back as for quiesce
 //             any failure or the deadline in quiesce or release -> rollback: thaw,
-//             RESUME to every process that got PRESUSPEND -> error reply, state idle
-//   thaw:     FITHAW -> RESUME(connect_follows) to all -> state idle; published data
+//             CUDA restore, RESUME to every process that got PRESUSPEND -> error reply,
+//             state idle
+//   thaw:     FITHAW -> CUDA restore -> RESUME(connect_follows) to all -> state idle; published data
 //             comes back as for restored
-//   restored: FITHAW -> RESTART(device_map, connect_follows) to all -> state idle; what
+//   restored: FITHAW -> CUDA restore (device_map gpu) -> RESTART(device_map, connect_follows)
+//             to all -> state idle; what
 //             each process published comes back in its plugins[] entry
 //   connect:  CONNECT(peers[plugin]) to every process of api_version 2 -> state unchanged
 #pragma once
@@ -25,6 +29,7 @@
 #include <vector>
 
 #include "common/deadline.hpp"
+#include "cuda_step.hpp"
 #include "fsfreeze.hpp"
 #include "host_request.hpp"
 #include "log.hpp"
@@ -45,6 +50,7 @@ struct CoordinatorConfig {
   std::chrono::milliseconds notifyTimeout{10000};
   // How long RESUME replies are awaited when a quiesce is rolled back.
   std::chrono::milliseconds rollbackTimeout{1000};
+  CudaConfig cuda;
 };
 
 class Coordinator {
@@ -88,6 +94,9 @@ class Coordinator {
   void finishRollback(bool timedOut);
   void finishNotify(bool timedOut);
   Json thawFilesystems(std::string* error);
+  // Restores the CUDA processes a quiesce checkpointed (none: nothing to do): their
+  // plugins[] entry, or an error appended to `error`.
+  Json restoreCuda(const std::string& deviceGpu, Deadline d, std::string* error);
   Json pluginResults() const;
   // The ok reply line for `result`, or why it cannot be sent (the published data does
   // not fit one line).
@@ -100,6 +109,7 @@ class Coordinator {
   CoordinatorConfig config_;
   AgentState state_ = AgentState::idle;
   std::unique_ptr<Op> op_;
+  CudaStep cuda_;
   std::unique_ptr<FreezeJob> freezeJob_;  // may outlive its operation when cancelled
   uint64_t nextOpId_ = 1;
   std::vector<ConnId> drained_;  // in state drained: the processes that got PRESUSPEND(release)

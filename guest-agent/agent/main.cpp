@@ -25,6 +25,10 @@ const char* kUsage =
     "                         without deadline_ms (default 10000)\n"
     "  --rollback-timeout-ms N  wait for RESUME answers in a rollback (default 1000)\n"
     "  --register-timeout-ms N  a connection must register within this (default 5000)\n"
+    "  --cuda-helper PATH     the CUDA helper run around quiesce and thaw\n"
+    "                         (default: vmckpt-cuda-ckpt next to this binary)\n"
+    "  --cuda-lock-timeout-ms N  wait at most this for a CUDA process's GPU work (default 10000)\n"
+    "  --no-cuda              do not checkpoint processes holding /dev/nvidia* files\n"
     "  -v, --verbose          debug log\n"
     "  --version, --help\n";
 
@@ -75,6 +79,12 @@ int main(int argc, char** argv) {
       ms("--rollback-timeout-ms", opts.coordinator.rollbackTimeout);
     } else if (a == "--register-timeout-ms") {
       ms("--register-timeout-ms", opts.processes.registerTimeout);
+    } else if (a == "--cuda-helper") {
+      opts.coordinator.cuda.helper = value("--cuda-helper");
+    } else if (a == "--cuda-lock-timeout-ms") {
+      ms("--cuda-lock-timeout-ms", opts.coordinator.cuda.lockTimeout);
+    } else if (a == "--no-cuda") {
+      opts.coordinator.cuda.enabled = false;
     } else if (a == "-v" || a == "--verbose") {
       verbose = true;
     } else if (a == "--version") {
