@@ -38,6 +38,7 @@ std::string bin(const char* built, const char* name) {
 std::string agentBin() { return bin(VMCKPT_AGENT_BIN, "vmckpt-agent"); }
 std::string helperBin() { return bin(VMCKPT_CUDA_HELPER_BIN, "vmckpt-cuda-ckpt"); }
 std::string workloadBin() { return bin(VMCKPT_CUDA_WORKLOAD_BIN, "vmckpt-cuda-workload"); }
+std::string interposerLib() { return bin(VMCKPT_CUDA_INTERPOSER_LIB, "libvmckpt-cuda.so"); }
 
 struct HelperRun {
   int code = -1;
@@ -84,10 +85,21 @@ class Lines {
 // One vmckpt-cuda-workload process.
 class Workload {
  public:
-  explicit Workload(std::vector<std::string> args) {
+  explicit Workload(std::vector<std::string> args, std::vector<std::string> env = {}) {
     SpawnOptions o;
     o.argv = {workloadBin()};
     o.argv.insert(o.argv.end(), args.begin(), args.end());
+    if (!env.empty()) {  // ours first; the inherited ones we do not set after
+      std::vector<std::string> all = env;
+      for (char** e = environ; *e; ++e) {
+        std::string_view kv = *e;
+        std::string_view key = kv.substr(0, kv.find('='));
+        bool ours = false;
+        for (const auto& mine : env) ours = ours || std::string_view(mine).substr(0, mine.find('=')) == key;
+        if (!ours) all.emplace_back(kv);
+      }
+      o.env = all;
+    }
     o.stdoutTo = Redirect::pipe();
     auto c = ChildProcess::spawn(o);
     EXPECT_TRUE(c.has_value()) << (c ? "" : c.error().message());
@@ -120,8 +132,8 @@ class Workload {
   std::string last_;
 };
 
-std::string uninterrupted(const std::vector<std::string>& args) {
-  Workload w(args);
+std::string uninterrupted(const std::vector<std::string>& args, std::vector<std::string> env = {}) {
+  Workload w(args, std::move(env));
   return w.finish(Deadline::in(300s));
 }
 
@@ -318,4 +330,60 @@ TEST(GpuAgent, RestoredOntoTheGpuTheDeviceMapNames) {
   ASSERT_EQ(ok["ok"], true) << ok.dump();
   EXPECT_EQ(cudaEntry(ok)["result"], "done");
   EXPECT_EQ(w.finish(Deadline::in(300s)), want);
+}
+
+// Managed memory: the driver's checkpoint refuses it, so without the interposer the
+// quiesce fails with the driver's reason; with libvmckpt-cuda.so preloaded it fails
+// earlier with the interposer's; either way the workload goes on unharmed. With
+// VMCKPT_CUDA_UVM=park the managed ranges are parked and the process checkpointed (no
+// NVIDIA file open); the thaw then needs the driver to give the old addresses back: it
+// either does, and the run ends right, or the thaw fails naming the addresses.
+TEST(GpuAgent, ManagedMemoryIsRefusedUnharmedOrParked) {
+  if (auto why = gpuOrSkipReason(); !why.empty()) GTEST_SKIP() << "no GPU: " << why;
+  const std::vector<std::string> args = {"--managed", "--mib", "64", "--streams", "4", "--rounds", "300",
+                                         "--sleep-ms", "10"};
+  std::string want = uninterrupted(args);
+  ASSERT_TRUE(want.starts_with("checksum")) << want;
+  TempDir dir("vmckpt-cuda-test");
+  Agent agent(dir.path());
+  const std::string socketEnv = "VMCKPT_AGENT_SOCKET=" + dir.path() + "/agent.sock";
+  {
+    Workload plain(args);
+    ASSERT_TRUE(plain.waitFor("round 5", Deadline::in(60s)));
+    Json q = agent.request("quiesce", {{"deadline_ms", 30000}});
+    ASSERT_EQ(q["ok"], false) << q.dump();
+    EXPECT_NE(q.dump().find("CUDA_ERROR_NOT_SUPPORTED"), std::string::npos) << q.dump();
+    EXPECT_EQ(plain.finish(Deadline::in(300s)), want);
+  }
+  {
+    Workload refused(args, {"LD_PRELOAD=" + interposerLib(), socketEnv});
+    ASSERT_TRUE(refused.waitFor("round 5", Deadline::in(60s)));
+    Json q = agent.request("quiesce", {{"deadline_ms", 30000}});
+    ASSERT_EQ(q["ok"], false) << q.dump();
+    EXPECT_NE(q.dump().find("plugin uvm (pid " + std::to_string(refused.pid()) + ") failed PRECHECKPOINT: 4 managed "
+                            "allocations (64 MiB): managed memory cannot be checkpointed yet"),
+              std::string::npos)
+        << q.dump();
+    EXPECT_EQ(refused.finish(Deadline::in(300s)), want);
+  }
+  Workload w(args, {"LD_PRELOAD=" + interposerLib(), socketEnv, "VMCKPT_CUDA_UVM=park", "VMCKPT_CUDA_DEBUG=1"});
+  ASSERT_TRUE(w.waitFor("round 5", Deadline::in(60s)));
+  Json q = agent.request("quiesce", {{"deadline_ms", 30000}});
+  ASSERT_EQ(q["ok"], true) << q.dump();
+  bool parked = false;
+  for (const auto& p : q["result"]["plugins"])
+    if (p["name"] == "uvm" && p["pid"] == w.pid() && p["result"] == "done") parked = true;
+  EXPECT_TRUE(parked) << q.dump();
+  EXPECT_EQ(cudaEntry(q)["result"], "done") << q.dump();
+  EXPECT_TRUE(cuda::nvidiaFilesOf(w.pid()).empty());
+  Json t = agent.request("thaw", {{"deadline_ms", 30000}});
+  if (t["ok"] == true) {
+    std::printf("the driver gave the managed addresses back: the parked run goes on\n");
+    EXPECT_EQ(w.finish(Deadline::in(300s)), want);
+  } else {
+    std::string msg = t["error"]["message"];
+    std::printf("thaw failed as it must when the addresses differ: %s\n", msg.c_str());
+    EXPECT_NE(msg.find("came back at"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("the program's pointers would be wrong"), std::string::npos) << msg;
+  }
 }

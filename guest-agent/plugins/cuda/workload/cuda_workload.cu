@@ -3,8 +3,11 @@
 // between rounds); at the end it prints a checksum of every buffer, identical for every
 // run with the same arguments however often the process was checkpointed in between.
 //   vmckpt-cuda-workload [--mib N] [--streams S] [--rounds R] [--managed] [--sleep-ms M]
+//                        [--alloc-loop N]
 // Prints "ready PID" once its buffers exist, "round K" after each round, then
-// "checksum HEX". Exit 1 with "error: ..." on any CUDA failure.
+// "elapsed_ms T" (the rounds) and "checksum HEX". --alloc-loop N first times N rounds of
+// allocation and free (1 MiB device, 1 MiB managed, 4 KiB device) and prints
+// "alloc_loop_ms T". Exit 1 with "error: ..." on any CUDA failure.
 #include <cuda_runtime.h>
 #include <unistd.h>
 
@@ -44,13 +47,14 @@ long arg(int& i, int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  long mib = 256, streams = 4, rounds = 200, sleepMs = 0;
+  long mib = 256, streams = 4, rounds = 200, sleepMs = 0, allocLoop = 0;
   bool managed = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--mib")) mib = arg(i, argc, argv);
     else if (!std::strcmp(argv[i], "--streams")) streams = arg(i, argc, argv);
     else if (!std::strcmp(argv[i], "--rounds")) rounds = arg(i, argc, argv);
     else if (!std::strcmp(argv[i], "--sleep-ms")) sleepMs = arg(i, argc, argv);
+    else if (!std::strcmp(argv[i], "--alloc-loop")) allocLoop = arg(i, argc, argv);
     else if (!std::strcmp(argv[i], "--managed")) managed = true;
     else {
       std::printf("error: unknown argument %s\n", argv[i]);
@@ -60,6 +64,24 @@ int main(int argc, char** argv) {
   if (mib < 1 || streams < 1 || streams > 64 || rounds < 1) {
     std::printf("error: want --mib >= 1, --streams 1..64, --rounds >= 1\n");
     return 2;
+  }
+  using Clock = std::chrono::steady_clock;
+  auto msSince = [](Clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  };
+  check(cudaFree(nullptr), "cudaFree(0)");  // context creation is not timed below
+  if (allocLoop > 0) {
+    auto t0 = Clock::now();
+    for (long i = 0; i < allocLoop; ++i) {
+      void *a = nullptr, *b = nullptr, *c = nullptr;
+      check(cudaMalloc(&a, 1 << 20), "cudaMalloc");
+      check(cudaMallocManaged(&b, 1 << 20), "cudaMallocManaged");
+      check(cudaMalloc(&c, 4096), "cudaMalloc");
+      check(cudaFree(c), "cudaFree");
+      check(cudaFree(b), "cudaFree");
+      check(cudaFree(a), "cudaFree");
+    }
+    std::printf("alloc_loop_ms %.1f\n", msSince(t0));
   }
   size_t n = static_cast<size_t>(mib) * 1024 * 1024 / 4 / static_cast<size_t>(streams);
   std::vector<uint32_t*> buf(static_cast<size_t>(streams));
@@ -72,6 +94,7 @@ int main(int argc, char** argv) {
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   std::printf("ready %d\n", static_cast<int>(getpid()));
   std::fflush(stdout);
+  auto started = Clock::now();
   for (long r = 0; r < rounds; ++r) {
     // Eight launches per stream per round, no synchronization in between: kernels in flight.
     for (int j = 0; j < 8; ++j)
@@ -85,6 +108,8 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     if (sleepMs > 0) std::this_thread::sleep_for(std::chrono::milliseconds(sleepMs));
   }
+  check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  std::printf("elapsed_ms %.1f\n", msSince(started));
   uint64_t h = 1469598103934665603ull;
   std::vector<uint32_t> host(n);
   for (size_t k = 0; k < buf.size(); ++k) {
