@@ -1,4 +1,5 @@
 // vmckpt create NAME --memory SIZE [--vcpus N] [--ram file|anon] (--kernel K [--initrd I] [--append A] | --disk F)...
+//   [--passthrough DRIVER,id=ID[,KEY=VALUE...]]...
 #include <memory>
 
 #include "cli/context.hpp"
@@ -11,7 +12,7 @@ void addCreate(CLI::App& app, Context& ctx) {
     std::string name, memory = "1G", kernel, initrd, append, accel = "auto", net = "none", machine = "q35", cpu;
     std::string storeMode = "auto", ram = "file";
     unsigned vcpus = 1;
-    std::vector<std::string> disks, extra;
+    std::vector<std::string> disks, extra, passthrough;
     bool noAgent = false;
   };
   auto o = std::make_shared<Opts>();
@@ -29,6 +30,11 @@ void addCreate(CLI::App& app, Context& ctx) {
   sub->add_option("--machine", o->machine, "QEMU machine type")->capture_default_str();
   sub->add_option("--cpu", o->cpu, "QEMU CPU model (default: max)");
   sub->add_option("--qemu-arg", o->extra, "Extra QEMU argument, appended verbatim (repeatable)")->allow_extra_args(false);
+  sub->add_option("--passthrough", o->passthrough,
+                  "DRIVER,id=ID[,KEY=VALUE...]: a hot-pluggable PCI device in a slot of its own (repeatable; q35), "
+                  "e.g. vfio-pci,id=gpu0,host=0000:65:00.0. Unplugged for every snapshot and plugged back after it "
+                  "and after a restore (restore --map pci_ID=DDDD:BB:DD.F plugs another host device)")
+      ->allow_extra_args(false);
   sub->add_flag("--no-agent", o->noAgent, "Do not add the guest agent's virtio-serial channel");
   sub->add_option("--ram", o->ram,
                   "file (a shared file in the store: millisecond snapshots) | anon (QEMU's anonymous RAM: "
@@ -56,6 +62,11 @@ void addCreate(CLI::App& app, Context& ctx) {
       s.append = o->append;
       s.agent = !o->noAgent;
       s.extraArgs = o->extra;
+      for (const auto& pt : o->passthrough) {
+        auto d = vfio::parsePassthrough(pt);
+        if (!d) return fail(d.error());
+        s.passthrough.push_back(std::move(*d));
+      }
       auto ram = vmm::parseRamBackend(o->ram);
       if (!ram) return fail(ram.error().context("--ram"));
       s.ram = *ram;

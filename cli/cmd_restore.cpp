@@ -35,7 +35,9 @@ void addRestore(CLI::App& app, Context& ctx) {
   sub->add_flag("--paused", o->paused, "Leave the restored guest paused");
   sub->add_option("--map", o->maps,
                   "KEY=VALUE: what the VM gets instead of a device it had, told to the guest agent's plugins "
-                  "(e.g. ib=rxe1 (a verbs device name), gpu=none, net=user; repeatable; kept in the VM spec)");
+                  "(e.g. ib=rxe1 (a verbs device name), gpu=none or gpu=GPU-<uuid> (the GPU the CUDA "
+                  "processes restore onto), net=user; repeatable; kept in the VM spec). "
+                  "pci_ID=DDDD:BB:DD.F: the host device the passthrough device ID is plugged back on (its host=)");
   sub->callback([&ctx, o] {
     ctx.action = [&ctx, o]() -> Status {
       auto mgr = ctx.manager();
@@ -97,7 +99,8 @@ void addRestore(CLI::App& app, Context& ctx) {
       j["phases_ms"] = {{"clone", r->phases.cloneMs},
                         {"qemu_start", r->phases.qemuStartMs},
                         {"devstate", r->phases.devstateMs},
-                        {"cont", r->phases.contMs}};
+                        {"cont", r->phases.contMs},
+                        {"replug", r->phases.replugMs}};
       j["agent_note"] = r->agentNote.empty() ? Json(nullptr) : Json(r->agentNote);
       char ms[32];
       std::snprintf(ms, sizeof ms, "%.0f", r->restoreMs);

@@ -31,7 +31,10 @@ Json snapshotJson(const vmm::SnapshotResult& r, const std::string& connect) {
              {{"flush_ms", m.timings.flushMs},
               {"devstate_ms", m.timings.devstateMs},
               {"capture_ms", m.timings.captureMs},
-              {"stream_ms", m.timings.streamMs}}},
+              {"stream_ms", m.timings.streamMs},
+              {"unplug_ms", m.timings.unplugMs},
+              {"replug_ms", m.timings.replugMs}}},
+            {"unplugged", m.unplugged},
             {"dir", r.dir},
             {"libvirt", connect.empty() ? Json(nullptr) : Json(connect)}};
   if (m.group) j["group"] = {{"name", m.group->name}, {"id", m.group->id}, {"vms", m.group->vms}};
@@ -54,7 +57,11 @@ std::string snapshotLine(const vmm::SnapshotResult& r, const std::string& connec
              m.mode == vmm::store::StoreMode::copy && !live ? " (slow: RAM was copied while the guest was paused)" : "",
              ", parent ", m.parent.empty() ? "none" : m.parent,
              m.quiesced ? cat(", guest agent quiesced in ", static_cast<int>(m.timings.quiesceMs + 0.5), " ms")
-                        : std::string(", guest agent not used"));
+                        : std::string(", guest agent not used"),
+             m.unplugged.empty() ? std::string()
+                                 : cat(", passthrough ", join(m.unplugged, ", "), " unplugged in ",
+                                       static_cast<int>(m.timings.unplugMs + 0.5), " ms and plugged back in ",
+                                       static_cast<int>(m.timings.replugMs + 0.5), " ms"));
 }
 
 }  // namespace
@@ -63,7 +70,7 @@ void addSnapshot(CLI::App& app, Context& ctx) {
   struct Opts {
     std::vector<std::string> names;
     std::string tag, mode = "auto", agent = "auto", connect, group;
-    unsigned quiesceTimeoutMs = 10000;
+    unsigned quiesceTimeoutMs = 10000, unplugTimeoutMs = 5000;
     bool live = false;
   };
   auto o = std::make_shared<Opts>();
@@ -83,6 +90,10 @@ void addSnapshot(CLI::App& app, Context& ctx) {
                   "required | auto (use the guest agent if it answers within 1 s) | off")->capture_default_str();
   sub->add_option("--quiesce-timeout", o->quiesceTimeoutMs, "Milliseconds the agent's plugins get to quiesce")
       ->capture_default_str();
+  sub->add_option("--unplug-timeout", o->unplugTimeoutMs,
+                  "Milliseconds the guest gets to release each passthrough device (device_del to QEMU's "
+                  "DEVICE_DELETED); past it the snapshot fails and the devices stay plugged")
+      ->capture_default_str();
   sub->add_flag("--live", o->live,
                 "QEMU's background-snapshot, for VMs with anonymous RAM (create --ram anon): all of RAM is "
                 "written while the guest runs; it pauses only while QEMU saves its devices");
@@ -95,6 +106,9 @@ void addSnapshot(CLI::App& app, Context& ctx) {
       if (o->quiesceTimeoutMs == 0 || o->quiesceTimeoutMs > 600000)
         return fail(Errc::invalidArgument, "--quiesce-timeout must be between 1 and 600000 ms");
       opts.quiesceTimeout = std::chrono::milliseconds(o->quiesceTimeoutMs);
+      if (o->unplugTimeoutMs == 0 || o->unplugTimeoutMs > 600000)
+        return fail(Errc::invalidArgument, "--unplug-timeout must be between 1 and 600000 ms");
+      opts.unplugTimeout = std::chrono::milliseconds(o->unplugTimeoutMs);
       opts.live = o->live;
       if (o->mode != "auto") {
         auto m = vmm::store::parseStoreMode(o->mode);

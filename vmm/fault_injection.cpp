@@ -12,9 +12,9 @@
 namespace vmckpt::vmm {
 namespace {
 
-constexpr std::array<std::string_view, 9> kPoints = {"before-quiesce", "after-quiesce",  "after-stop",  "mid-devstate",
-                                                     "after-capture",  "before-publish", "mid-restore", "mid-stream",
-                                                     "mirrors-ready"};
+constexpr std::array<std::string_view, 13> kPoints = {
+    "before-quiesce", "after-quiesce", "after-stop",   "mid-devstate", "after-capture", "before-publish", "mid-restore",
+    "mid-stream",     "mirrors-ready", "before-unplug", "mid-unplug",  "after-unplug",  "replug"};
 
 const Result<std::optional<FaultSpec>>& fromEnvironment() {
   static const Result<std::optional<FaultSpec>> spec = [] {

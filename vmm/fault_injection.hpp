@@ -3,7 +3,9 @@
 // the README; without the variable every point is a no-op.
 //   points:  before-quiesce, after-quiesce, after-stop, mid-devstate, after-capture,
 //            before-publish, mid-restore, mid-stream (snapshot --live, while RAM is written),
-//            mirrors-ready (migrate of a VM with disks: mirrors in sync, before the quiesce)
+//            mirrors-ready (migrate of a VM with disks: mirrors in sync, before the quiesce),
+//            before-unplug, mid-unplug (each passthrough device removed), after-unplug,
+//            replug (the snapshot's device_add after cont fails; its rollback plugs them)
 //   actions: error (the operation fails as if that step had), kill (this vmckpt process
 //            is SIGKILLed), kill-qemu (QEMU is SIGKILLed, the operation goes on and meets it)
 #pragma once

@@ -66,6 +66,7 @@ Status QuiescedGuest::quiesce(std::chrono::milliseconds timeout, bool release) {
   }
   if (auto pl = q->find("plugins"); pl != q->end() && pl->is_array()) plugins_ = *pl;
   quiesced_ = true;
+  log::debug("guest agent: quiesced");
   return {};
 }
 
@@ -90,6 +91,7 @@ Status QuiescedGuest::thaw() {
   client_.reset();
   quiesced_ = false;
   if (!r) return fail(r.error().context("thaw"));
+  log::debug("guest agent: thawed");
   return {};
 }
 

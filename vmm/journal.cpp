@@ -35,6 +35,7 @@ Status writeJournal(const VmPaths& p, const JournalEntry& e) {
                       {"snapshot", e.snapshotId},
                       {"guest_was_running", e.guestWasRunning},
                       {"quiesced", e.quiesced},
+                      {"unplugged", e.unplugged},
                       {"keep_paused", e.keepPaused},
                       {"fresh_live", e.freshLive},
                       {"old_live", e.oldLive},
@@ -62,6 +63,7 @@ Result<std::optional<JournalEntry>> readJournal(const VmPaths& p) {
     e.snapshotId = j.value("snapshot", "");
     e.guestWasRunning = j.value("guest_was_running", false);
     e.quiesced = j.value("quiesced", false);
+    e.unplugged = j.value("unplugged", false);
     e.keepPaused = j.value("keep_paused", false);
     e.freshLive = j.value("fresh_live", "");
     e.oldLive = j.value("old_live", "");

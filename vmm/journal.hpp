@@ -20,6 +20,7 @@ struct JournalEntry {
   std::string snapshotId;  // snapshot: the one being made; restore: the one restored
   bool guestWasRunning = false;  // snapshot: resume it if it is found paused
   bool quiesced = false;         // snapshot, migrate: the agent froze the guest; thaw it
+  bool unplugged = false;        // snapshot: passthrough devices were being unplugged; plug back what is missing
   bool keepPaused = false;       // restore --paused
   std::string freshLive;         // restore in place: the clone, then live/ (a name in the VM dir)
   std::string oldLive;           // restore in place: the replaced live/ (a name in the VM dir)

@@ -66,6 +66,8 @@ struct SnapshotOptions {
   std::optional<store::StoreMode> mode;  // empty: btrfs when live/ is a subvolume, else reflink, else copy
   AgentPolicy agent = AgentPolicy::automatic;
   std::chrono::milliseconds quiesceTimeout{10000};
+  // How long the guest gets to release each passthrough device (device_del to DEVICE_DELETED).
+  std::chrono::milliseconds unplugTimeout{5000};
   // QEMU's background-snapshot (userfaultfd write-protect): RAM is written into the
   // snapshot while the guest runs; the pause covers only the device state. For VMs with
   // anonymous RAM (create --ram anon), where the fast path cannot capture RAM.
@@ -202,9 +204,9 @@ struct RestoreResult {
   double agentMs = 0;    // the agent's `restored` (RESTART to plugins, fs thaw), after running
   std::string agentNote; // empty when the agent acknowledged `restored` (or was not asked)
   // Where restoreMs went: checks and writable clone, QEMU start (-incoming defer, QMP
-  // connect), device state load, cont to RESUME.
+  // connect), device state load, cont to RESUME, passthrough devices plugged.
   struct Phases {
-    double cloneMs = 0, qemuStartMs = 0, devstateMs = 0, contMs = 0;
+    double cloneMs = 0, qemuStartMs = 0, devstateMs = 0, contMs = 0, replugMs = 0;
   } phases;
 };
 
@@ -248,9 +250,11 @@ class VmManager {
   // Deletes the VM and all its files and snapshots. Precondition: created or stopped.
   Status remove(const std::string& name);
 
-  // Captures the guest: pre-flush, pause, device state, copy-on-write capture, resume,
-  // manifest, publish. Any failure after the pause resumes the guest and leaves no
-  // snapshot behind. Precondition: running or paused (a paused guest stays paused).
+  // Captures the guest: agent quiesce, passthrough devices unplugged, pre-flush, pause,
+  // device state, copy-on-write capture, resume, devices plugged back, agent thaw,
+  // manifest, publish. Any failure resumes the guest, plugs its devices back, thaws it and
+  // leaves no snapshot behind. Precondition: running or paused (a paused guest stays
+  // paused); running when the VM has passthrough devices (the guest must release them).
   Result<SnapshotResult> snapshot(const std::string& name, const SnapshotOptions& opts);
 
   // The VMs of one job (single host): quiesce all, pause all, capture all, resume all,

@@ -165,6 +165,9 @@ Result<MigrateResult> VmManager::migrate(const std::string& name, const MigrateO
   if (!before) return fail(before.error());
   if (before->state != VmState::running)
     return fail(Errc::wrongState, cat("migrate ", name, ": VM is not running (state: ", vmStateName(before->state), ")"));
+  if (!spec.passthrough.empty())
+    return fail(Errc::unsupported, cat("migrate ", name, ": live migration of a VM with passthrough devices is not "
+                                       "supported (snapshot it, export and import, and restore there with --map pci_ID=...)"));
   const pid_t qemuPid = before->pid;
 
   auto client = connectQmp(p, Deadline::in(5s));

@@ -77,6 +77,18 @@ std::vector<std::string> buildQemuCommand(const VmSpec& spec, const VmPaths& pat
     add({"-chardev", cat("socket,id=agent0,path=", escapeCommas(paths.agentSocket), ",server=on,wait=off")});
     add({"-device", "virtserialport,bus=vser0.0,chardev=agent0,name=org.vmckpt.agent.0"});
   }
+  // Passthrough devices, each in a hot-pluggable slot of its own. A restore's QEMU gets
+  // the empty slots only: the snapshot was captured with the devices unplugged, and they
+  // are plugged once the guest runs. ACPI hotplug on the slots: the guest ejects at once
+  // (native PCIe hotplug waits 5 s after the attention button).
+  if (!spec.passthrough.empty()) {
+    add({"-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=on"});
+    const auto devices = spec.passthroughHere();
+    for (size_t i = 0; i < devices.size(); ++i) {
+      add({"-device", vfio::slotCommandLine(devices[i], i)});
+      if (!launch.incoming) add({"-device", vfio::deviceCommandLine(devices[i])});
+    }
+  }
   add({"-pidfile", paths.pidFile});
   if (launch.daemonize) add({"-daemonize"});
   // -S too: a stream saved from a running guest would otherwise start it as soon as it is

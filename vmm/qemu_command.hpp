@@ -19,7 +19,8 @@ struct QemuLaunch {
 
 // Guest RAM is a shared file in the VM's live directory (the snapshot fast path maps
 // and clones it), or QEMU's anonymous RAM when spec.ram is anon; QEMU is daemonized with
-// pid file, QMP socket and serial log in the run directory.
+// pid file, QMP socket and serial log in the run directory. Passthrough devices sit in
+// slots of their own, and are left out (slots kept) for a restore (launch.incoming).
 std::vector<std::string> buildQemuCommand(const VmSpec& spec, const VmPaths& paths, const QemuLaunch& launch);
 
 }  // namespace vmckpt::vmm

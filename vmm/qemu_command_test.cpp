@@ -105,3 +105,23 @@ TEST(QemuCommand, RestoreWaitsStoppedForTheDeviceState) {
   EXPECT_FALSE(has(boot, "-S"));
   EXPECT_FALSE(has(boot, "-incoming"));
 }
+
+TEST(QemuCommand, PassthroughDevicesSitInSlotsOfTheirOwnAndARestoreGetsTheEmptySlots) {
+  VmSpec s = spec();
+  s.passthrough = {*vmckpt::vfio::parsePassthrough("vfio-pci,id=gpu0,host=0000:65:00.0"),
+                   *vmckpt::vfio::parsePassthrough("e1000e,id=nic1")};
+  s.deviceMap["pci_gpu0"] = "0000:66:00.0";  // a restore onto another GPU
+  auto boot = buildQemuCommand(s, VmPaths("/store/vms/vm1"), {"qemu", Accel::tcg, true, false});
+  EXPECT_EQ(valueOf(boot, "-global"), "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=on");
+  EXPECT_TRUE(has(boot, "pcie-root-port,id=vmckpt-slot-gpu0,chassis=64,slot=0"));
+  EXPECT_TRUE(has(boot, "vfio-pci,id=gpu0,bus=vmckpt-slot-gpu0,host=0000:66:00.0"));
+  EXPECT_TRUE(has(boot, "pcie-root-port,id=vmckpt-slot-nic1,chassis=65,slot=0"));
+  EXPECT_TRUE(has(boot, "e1000e,id=nic1,bus=vmckpt-slot-nic1"));
+  auto restore = buildQemuCommand(s, VmPaths("/store/vms/vm1"), {"qemu", Accel::tcg, true, true});
+  EXPECT_TRUE(has(restore, "pcie-root-port,id=vmckpt-slot-gpu0,chassis=64,slot=0"));
+  EXPECT_TRUE(has(restore, "pcie-root-port,id=vmckpt-slot-nic1,chassis=65,slot=0"));
+  EXPECT_FALSE(has(restore, "vfio-pci,id=gpu0,bus=vmckpt-slot-gpu0,host=0000:66:00.0"));
+  EXPECT_FALSE(has(restore, "e1000e,id=nic1,bus=vmckpt-slot-nic1"));
+  // Without passthrough devices the command line is what it always was.
+  EXPECT_FALSE(has(buildQemuCommand(spec(), VmPaths("/store/vms/vm1"), {"qemu", Accel::tcg, true}), "-global"));
+}

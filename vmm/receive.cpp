@@ -215,6 +215,10 @@ Result<ReceiveResult> VmManager::receive(const std::string& name, const ReceiveO
   VmSpec spec = offer->spec;
   spec.name = name;
   for (const auto& [k, v] : opts.deviceMap) spec.deviceMap[k] = v;
+  // Migrate refuses VMs with passthrough devices; a pci_ key here names none.
+  if (!spec.passthrough.empty())
+    return failed(Error(Errc::unsupported, "the source VM has passthrough devices, which live migration does not move"));
+  if (auto mapped = vfio::applyDeviceMap(spec.passthrough, spec.deviceMap); !mapped) return failed(mapped.error());
   // The guest's NIC keeps its MAC (it is in the device state anyway).
   if (spec.net.mac.empty() && offer->sourceVm != "?") spec.net.mac = defaultMac(offer->sourceVm);
 

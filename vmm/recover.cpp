@@ -10,6 +10,7 @@
 #include "common/log.hpp"
 #include "common/scope_exit.hpp"
 #include "common/strings.hpp"
+#include "host-plugins/vfio/hotplug.hpp"
 #include "vmm/agent/agent_client.hpp"
 #include "vmm/journal.hpp"
 #include "vmm/lifecycle.hpp"
@@ -35,7 +36,7 @@ void thawAgent(const VmPaths& p, RecoveryReport& r) {
 // snapshot paused runs again; a guest the agent froze is thawed; guest RAM an unfinished
 // live snapshot left write-protected is released (userfault.hpp), before QMP (whose
 // commands a main loop stuck on that RAM would never answer) and after the cancel.
-void recoverSnapshotGuest(const VmPaths& p, const JournalEntry& j, RecoveryReport& r) {
+void recoverSnapshotGuest(const VmPaths& p, const VmSpec& spec, const JournalEntry& j, RecoveryReport& r) {
   PidCheck pc = checkPidFile(p);
   if (pc.state != PidState::alive) {
     r.actions.push_back("QEMU is not running (it ended during the snapshot): the VM is stopped");
@@ -65,6 +66,12 @@ void recoverSnapshotGuest(const VmPaths& p, const JournalEntry& j, RecoveryRepor
   if (j.guestWasRunning && stopped) {
     if (auto s = contAfterMigration(*c, Deadline::in(5s)); s) r.actions.push_back("resumed the guest the snapshot had paused");
     else r.actions.push_back(cat("could not resume the guest: ", s.error().message()));
+  }
+  // Its passthrough devices, before the thaw (the guest's plugins expect them back).
+  if (j.unplugged) {
+    auto plugged = vfio::plugMissing(*c, spec.passthroughHere(), {});
+    r.actions.push_back(plugged ? "plugged back the passthrough devices the snapshot had unplugged"
+                                : cat("could not plug back the passthrough devices: ", plugged.error().message()));
   }
   if (j.quiesced) thawAgent(p, r);
 }
@@ -180,7 +187,7 @@ RecoveryReport VmManager::recoverLocked(const Held& held) {
     r.operation = std::string(journalOpName(j->op));
     r.snapshot = j->snapshotId;
     if (j->op == JournalOp::snapshot) {
-      recoverSnapshotGuest(p, *j, r);
+      recoverSnapshotGuest(p, held.spec, *j, r);
       if (!j->snapshotId.empty() && fs::exists(cat(p.snapshots, "/", j->snapshotId, "/manifest.json"))) {
         r.actions.push_back(cat("snapshot ", j->snapshotId, " had been published complete; kept it"));
         VmRecord rec = loadRecord(p);

@@ -18,6 +18,7 @@
 #include "common/sha256.hpp"
 #include "common/strings.hpp"
 #include "common/unique_fd.hpp"
+#include "host-plugins/vfio/hotplug.hpp"
 #include "vmm/agent/agent_client.hpp"
 #include "vmm/fault_injection.hpp"
 #include "vmm/journal.hpp"
@@ -149,6 +150,8 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
 
   VmSpec spec = m.spec;
   for (const auto& [k, v] : opts.deviceMap) spec.deviceMap[k] = v;
+  // A pci_ID key must name a passthrough device with a host= to replace.
+  if (auto mapped = vfio::applyDeviceMap(spec.passthrough, spec.deviceMap); !mapped) return ctx(mapped.error());
   std::optional<VmPaths> staged;  // --as: the new VM's directory while it is being built
   std::optional<VmLock> targetLock;  // --as: the new VM's lock, held until it is complete
   std::string oldLive;            // in place: the replaced live directory, until QEMU runs
@@ -252,6 +255,13 @@ Result<RestoreResult> VmManager::restore(const std::string& name, const std::str
       return ctx(ev.error());
   }
   phases.contMs = lap();
+  // The passthrough devices the capture was taken without, into their empty slots (on the
+  // host devices the map names), before the agent's plugins restart on them. A paused
+  // guest finds them when it runs.
+  if (!spec.passthrough.empty()) {
+    if (auto s = vfio::plugAll(booted->qmp(), spec.passthroughHere(), {}); !s) return ctx(s.error().context("replug"));
+  }
+  phases.replugMs = lap();
   double restoreMs = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 
   // RESTART for the agent's plugins (and the filesystems frozen in the snapshot thaw).

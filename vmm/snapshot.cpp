@@ -285,6 +285,20 @@ Result<std::unique_ptr<VmSnapshot>> VmSnapshot::begin(VmManager& mgr, const std:
   if (!before) return fail(before.error());
   if (before->state != VmState::running && before->state != VmState::paused)
     return fail(Errc::wrongState, cat("snapshot ", name, ": VM is not running (state: ", vmStateName(before->state), ")"));
+  if (!spec.passthrough.empty()) {
+    std::vector<std::string> ids;
+    for (const auto& d : spec.passthrough) ids.push_back(d.id);
+    const std::string which = cat("passthrough devices (", join(ids, ", "), ")");
+    if (grouped)
+      return fail(s.wrap(Error(Errc::unsupported, cat("group snapshots of VMs with ", which, " are not supported yet"))));
+    if (opts.live)
+      return fail(s.wrap(Error(Errc::unsupported,
+                               cat("snapshot --live of a VM with ", which,
+                                   " is not supported (QEMU refuses device_add while it streams RAM)"))));
+    if (before->state != VmState::running)
+      return fail(s.wrap(Error(Errc::wrongState, cat("the VM is paused, and its guest must run to release its ", which,
+                                                     " for the snapshot; resume it first"))));
+  }
   // Each RAM backing has its one way to be captured.
   if (opts.live && spec.ram == RamBackend::file)
     return fail(s.wrap(Error(Errc::unsupported, "snapshot --live needs anonymous RAM (create --ram anon); this VM's RAM "
@@ -366,6 +380,7 @@ VmSnapshot::~VmSnapshot() {
   // In the order the single-VM snapshot always undid things: the guest runs, then thaws,
   // then the half-built snapshot goes, the journal last (then the signals, then the lock).
   if (pausedByUs_ && run_) resumeAfterFailedCapture(*run_);
+  if (replugPending_ && !qemuGone()) plugBackAfterFailure();
   if (thawPending_ && !qemuGone()) {
     if (auto t = guest_->thaw(); !t) log::error("could not thaw the guest after a failed snapshot: ", t.error().message());
   }
@@ -439,8 +454,18 @@ Status VmSnapshot::pause() {
 }
 
 Status VmSnapshot::capture() {
-  // Pause, capture, resume; the guest is thawed as soon as it runs again.
-  if (auto c = path_->capture([this] { thawNowRunning(); }); !c) return fail(wrap(c.error()));
+  // Pause, capture, resume; as soon as the guest runs again its devices are plugged back
+  // and it is thawed. A device that does not come back fails the snapshot: the destructor
+  // tries once more, then thaws.
+  auto whenRunning = [this] {
+    if (auto r = replugNowRunning(); !r) {
+      replugError_ = r.error();
+      return;
+    }
+    thawNowRunning();
+  };
+  if (auto c = path_->capture(whenRunning); !c) return fail(wrap(c.error()));
+  if (replugError_) return fail(wrap(replugError_->context("replug")));
   holdSignals_.reset();  // a signal that arrived meanwhile is delivered now
   return {};
 }
@@ -520,6 +545,7 @@ Result<SnapshotResult> VmManager::snapshot(const std::string& name, const Snapsh
   auto job = VmSnapshot::begin(*this, name, opts, false, Clock::now());
   if (!job) return fail(job.error());
   VMCKPT_TRY((*job)->quiesce());
+  VMCKPT_TRY((*job)->unplug());
   VMCKPT_TRY((*job)->capture());
   return (*job)->publish();
 }

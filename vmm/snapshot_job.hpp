@@ -11,6 +11,7 @@
 
 #include "common/error.hpp"
 #include "common/signal_block.hpp"
+#include "host-plugins/vfio/hotplug.hpp"
 #include "vmm/guest_quiesce.hpp"
 #include "vmm/journal.hpp"
 #include "vmm/lifecycle.hpp"
@@ -26,8 +27,9 @@ class VmSnapshot {
   // resumes the guest (pause(), resume()) and holds the signals back itself.
   static Result<std::unique_ptr<VmSnapshot>> begin(VmManager& mgr, const std::string& name, const SnapshotOptions& opts,
                                                    bool grouped, std::chrono::steady_clock::time_point t0);
-  // What was not published is undone: a guest paused by pause() resumes, a quiesced one
-  // thaws, the staging directory goes, the journal is cleared.
+  // What was not published is undone: a guest paused by pause() resumes, its unplugged
+  // devices are plugged back, a quiesced one thaws, the staging directory goes, the
+  // journal is cleared.
   ~VmSnapshot();
   VmSnapshot(const VmSnapshot&) = delete;
   VmSnapshot& operator=(const VmSnapshot&) = delete;
@@ -38,12 +40,16 @@ class VmSnapshot {
   // Grouped, once every member is quiesced: the plugins close their devices (none stays
   // open during the capture), filesystems freeze.
   Status release();
+  // Alone, after quiesce(): the passthrough devices are unplugged (none is in the capture);
+  // capture() plugs them back as soon as the guest runs, before the thaw. On failure the
+  // ones removed are back.
+  Status unplug();
   // While the guest runs: what capture() would write back before its pause.
   Status preflush();
   // Grouped only: QMP stop (a guest the user had paused stays as it is).
   Status pause();
-  // Alone: pre-flush, pause, device state, capture, resume, thaw. Grouped: the same with
-  // the guest already stopped, which it stays.
+  // Alone: pre-flush, pause, device state, capture, resume, replug (unplug()'s devices),
+  // thaw. Grouped: the same with the guest already stopped, which it stays.
   Status capture();
   // Grouped only: cont after the capture; the pause ends; the guest thaws.
   Status resume();
@@ -68,6 +74,11 @@ class VmSnapshot {
   Error wrap(const Error& e) const;  // "snapshot NAME: ...", or that QEMU exited
   bool qemuGone() const;
   void thawNowRunning();
+  // After cont: the devices unplug() removed, back in their slots (before the thaw).
+  Status replugNowRunning();
+  // A failed snapshot: whatever of the devices is missing is plugged back.
+  void plugBackAfterFailure();
+  vfio::HotplugOptions hotplugOptions() const;
 
   VmManager& mgr_;
   const std::string name_;
@@ -90,6 +101,9 @@ class VmSnapshot {
   std::unique_ptr<CaptureRun> run_;
   std::unique_ptr<CapturePath> path_;
   bool thawPending_ = false;
+  std::vector<vfio::PassthroughDevice> devices_;  // as plugged on this host
+  bool replugPending_ = false;
+  std::optional<Error> replugError_;
   std::string thawWarning_;
   bool pausedByUs_ = false;
   long long stopUs_ = 0, resumeUs_ = 0;

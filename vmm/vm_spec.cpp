@@ -161,10 +161,22 @@ Status VmSpec::validate() const {
     if (first < 224 || first > 239 || net.group.find('.') == std::string::npos)
       return fail(Errc::invalidArgument, cat("socket-mcast group '", net.group, "' is not an IPv4 multicast address (224-239.x.x.x:PORT)"));
   }
+  if (!passthrough.empty()) {
+    VMCKPT_TRY(vfio::validateAll(passthrough));
+    // Each device's slot is a pcie-root-port, which only the q35 machine has.
+    if (machine != "q35" && !startsWith(machine, "pc-q35-"))
+      return fail(Errc::invalidArgument, cat("passthrough devices need the q35 machine (this VM's is ", machine, ")"));
+    if (auto mapped = vfio::applyDeviceMap(passthrough, deviceMap); !mapped) return fail(mapped.error());
+  }
   for (const auto& a : extraArgs)
     if (a == "-daemonize" || a == "-pidfile" || a == "-qmp" || a == "-incoming")
       return fail(Errc::invalidArgument, cat("extra QEMU argument '", a, "' is managed by vmckpt and cannot be overridden"));
   return {};
+}
+
+std::vector<vfio::PassthroughDevice> VmSpec::passthroughHere() const {
+  auto mapped = vfio::applyDeviceMap(passthrough, deviceMap);
+  return mapped ? *mapped : passthrough;  // validate() refuses a map that does not apply
 }
 
 Json VmSpec::toJson() const {
@@ -179,8 +191,8 @@ Json VmSpec::toJson() const {
   }
   if (net.mode == NetMode::socketMcast) netJ["group"] = net.group;
   if (!net.mac.empty()) netJ["mac"] = net.mac;
-  return {
-      {"format", {{"major", kFormatMajor}, {"minor", kFormatMinor}}},
+  Json j = {
+      {"format", {{"major", kFormatMajor}, {"minor", passthrough.empty() ? 1 : kFormatMinor}}},
       {"name", name},
       {"vcpus", vcpus},
       {"memory_bytes", memoryBytes},
@@ -197,6 +209,12 @@ Json VmSpec::toJson() const {
       {"ram", ramBackendName(ram)},
       {"device_map", deviceMap},
   };
+  if (!passthrough.empty()) {
+    Json pt = Json::array();
+    for (const auto& d : passthrough) pt.push_back(vfio::toJson(d));
+    j["passthrough"] = pt;
+  }
+  return j;
 }
 
 Result<VmSpec> VmSpec::fromJson(const Json& j) {
@@ -255,6 +273,15 @@ Result<VmSpec> VmSpec::fromJson(const Json& j) {
         if (!v.is_string()) return fail(Errc::corrupt, cat("device_map value for '", k, "' is not a string"));
         if (auto e = validateDeviceMapEntry(k, v.get<std::string>()); !e) return fail(Errc::corrupt, e.error().message());
         s.deviceMap[k] = v.get<std::string>();
+      }
+    }
+    if (auto pt = j.find("passthrough"); pt != j.end()) {  // format 1.2
+      if (!pt->is_array() || pt->size() > vfio::kMaxPassthroughDevices)
+        return fail(Errc::corrupt, cat("passthrough is not an array of at most ", vfio::kMaxPassthroughDevices, " devices"));
+      for (const auto& dj : *pt) {
+        auto d = vfio::fromJson(dj);
+        if (!d) return fail(d.error());
+        s.passthrough.push_back(std::move(*d));
       }
     }
     if (auto v = s.validate(); !v) return fail(Errc::corrupt, v.error().message());

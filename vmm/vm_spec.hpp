@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/error.hpp"
+#include "host-plugins/vfio/passthrough_device.hpp"
 
 namespace vmckpt::vmm {
 
@@ -47,6 +48,8 @@ Result<RamBackend> parseRamBackend(std::string_view s);
 // What a restored or received VM gets instead of the devices it had, told to the guest
 // agent's plugins with RESTART: "ib" -> "rxe:eth0", "gpu" -> "none", "net" -> "user".
 // Keys: [a-z0-9_]{1,32}; values: up to 128 printable ASCII characters without spaces.
+// Keys "pci_ID" belong to the passthrough device ID: its host= on this host
+// ("pci_gpu0" -> "0000:66:00.0"; vfio::applyDeviceMap).
 using DeviceMap = std::map<std::string, std::string>;
 // One "--map KEY=VALUE" argument, added to (or replacing the key in) `into`.
 Status parseDeviceMapArg(std::string_view arg, DeviceMap& into);
@@ -59,7 +62,8 @@ std::string describeNet(const NetSpec& n);
 struct VmSpec {
   // On-disk format of spec.json; refuse a newer major or minor than we know.
   static constexpr int kFormatMajor = 1;
-  static constexpr int kFormatMinor = 1;  // 1.1: ram, device_map
+  // 1.1: ram, device_map; 1.2: passthrough (written as 1.1 without passthrough devices).
+  static constexpr int kFormatMinor = 2;
 
   std::string name;
   unsigned vcpus = 1;
@@ -77,6 +81,12 @@ struct VmSpec {
   std::vector<std::string> extraArgs;
   RamBackend ram = RamBackend::file;
   DeviceMap deviceMap;  // from the latest restore/import/receive with --map
+  // Hot-pluggable PCI devices (create --passthrough), each in a slot of its own; unplugged
+  // for every snapshot, plugged back after it and after a restore. q35 only.
+  std::vector<vfio::PassthroughDevice> passthrough;
+
+  // The passthrough devices as plugged on this host: host= as the device map says.
+  std::vector<vfio::PassthroughDevice> passthroughHere() const;
 
   Json toJson() const;
   // Tolerates unknown keys; refuses formats newer than this build knows.

@@ -113,3 +113,41 @@ TEST(DiskArg, Parsing) {
   EXPECT_FALSE(parseDiskArg("/x,format=vmdk"));
   EXPECT_FALSE(parseDiskArg("/x,cache=none"));
 }
+
+TEST(VmSpec, PassthroughDevicesAreFormat12AndOlderSpecsStillRead) {
+  VmSpec s = sample();
+  EXPECT_EQ(s.toJson()["format"]["minor"], 1);  // no passthrough: readable by a 1.1 vmckpt
+  s.passthrough = {*vfio::parsePassthrough("vfio-pci,id=gpu0,host=0000:65:00.0")};
+  Json j = s.toJson();
+  EXPECT_EQ(j["format"]["minor"], 2);
+  auto back = VmSpec::fromJson(j);
+  ASSERT_TRUE(back) << back.error().message();
+  ASSERT_EQ(back->passthrough.size(), 1u);
+  EXPECT_EQ(back->passthrough[0], s.passthrough[0]);
+  // A 1.1 spec has no passthrough key.
+  Json old = sample().toJson();
+  old["format"]["minor"] = 1;
+  auto o = VmSpec::fromJson(old);
+  ASSERT_TRUE(o);
+  EXPECT_TRUE(o->passthrough.empty());
+  // Planted or damaged entries are refused like user input.
+  j["passthrough"][0]["props"][0][1] = "0000:65:00.0,x-evil=1";
+  EXPECT_FALSE(VmSpec::fromJson(j));
+}
+
+TEST(VmSpec, PassthroughNeedsQ35AndAMapThatApplies) {
+  VmSpec s = sample();
+  s.passthrough = {*vfio::parsePassthrough("vfio-pci,id=gpu0,host=0000:65:00.0")};
+  EXPECT_TRUE(s.validate());
+  s.deviceMap["pci_gpu0"] = "0000:66:00.0";
+  EXPECT_TRUE(s.validate());
+  EXPECT_EQ(s.passthroughHere()[0].prop("host"), "0000:66:00.0");
+  EXPECT_EQ(s.passthrough[0].prop("host"), "0000:65:00.0");  // the spec keeps what was created
+  s.deviceMap["pci_gpu7"] = "0000:66:00.0";
+  EXPECT_FALSE(s.validate());
+  s.deviceMap.erase("pci_gpu7");
+  s.machine = "pc";
+  auto v = s.validate();
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.error().message(), "passthrough devices need the q35 machine (this VM's is pc)");
+}

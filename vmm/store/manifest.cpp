@@ -19,7 +19,7 @@ bool plainName(const std::string& n) {
 constexpr std::string_view kKnownKeys[] = {
     "format",         "id",    "vm",    "tag",     "parent",         "created",         "store_mode", "vmckpt_version",
     "qemu",           "was_running", "spec", "files", "agent", "timings", "devstate_bytes", "exclusive_bytes",
-    "ram",            "group",
+    "ram",            "group", "passthrough",
 };
 
 bool knownKey(std::string_view k) {
@@ -64,7 +64,7 @@ Json Manifest::toJson() const {
     filesJ.push_back(fj);
   }
   Json j = {
-      {"format", {{"major", kFormatMajor}, {"minor", group ? kFormatMinor : 1}}},
+      {"format", {{"major", kFormatMajor}, {"minor", !unplugged.empty() ? 3 : group ? 2 : 1}}},
       {"id", id},
       {"vm", vm},
       {"tag", tag.empty() ? Json(nullptr) : Json(tag)},
@@ -84,12 +84,15 @@ Json Manifest::toJson() const {
         {"devstate_ms", timings.devstateMs},
         {"capture_ms", timings.captureMs},
         {"stream_ms", timings.streamMs},
+        {"unplug_ms", timings.unplugMs},
+        {"replug_ms", timings.replugMs},
         {"total_ms", timings.totalMs}}},
       {"ram", snapshotRamName(ram)},
       {"devstate_bytes", devstateBytes},
       {"exclusive_bytes", exclusiveBytes},
   };
   if (group) j["group"] = {{"name", group->name}, {"id", group->id}, {"vms", group->vms}};
+  if (!unplugged.empty()) j["passthrough"] = {{"unplugged", unplugged}};
   return j;
 }
 
@@ -138,6 +141,8 @@ Result<Manifest> Manifest::fromJson(const Json& j) {
       m.timings.devstateMs = t->value("devstate_ms", 0.0);
       m.timings.captureMs = t->value("capture_ms", 0.0);
       m.timings.streamMs = t->value("stream_ms", 0.0);
+      m.timings.unplugMs = t->value("unplug_ms", 0.0);
+      m.timings.replugMs = t->value("replug_ms", 0.0);
       m.timings.totalMs = t->value("total_ms", 0.0);
     }
     if (auto a = j.find("agent"); a != j.end() && a->is_object()) {
@@ -159,6 +164,18 @@ Result<Manifest> Manifest::fromJson(const Json& j) {
       if (!plainName(sg.id) || sg.vms.empty() || sg.vms.size() > 256)
         return fail(Errc::corrupt, "manifest group is malformed (id not a plain name, or no or too many members)");
       m.group = std::move(sg);
+    }
+    if (auto pt = j.find("passthrough"); pt != j.end()) {
+      if (!pt->is_object()) return fail(Errc::corrupt, "manifest key 'passthrough' is not an object");
+      for (const auto& id : pt->at("unplugged")) {
+        std::string unpluggedId = id.get<std::string>();
+        bool known = false;
+        for (const auto& d : m.spec.passthrough) known = known || d.id == unpluggedId;
+        if (!known)
+          return fail(Errc::corrupt, cat("manifest says '", unpluggedId.substr(0, 32),
+                                         "' was unplugged, but its spec has no such passthrough device"));
+        m.unplugged.push_back(std::move(unpluggedId));
+      }
     }
     if (auto d = j.find("devstate_bytes"); d != j.end()) m.devstateBytes = jsonInteger<std::uint64_t>(*d, "devstate_bytes");
     if (auto x = j.find("exclusive_bytes"); x != j.end())

@@ -45,6 +45,8 @@ struct Timings {
   double devstateMs = 0;  // migrate of device state (x-ignore-shared)
   double captureMs = 0;   // the copy-on-write capture
   double streamMs = 0;    // ram stream: migrate to the stream's end (the guest ran meanwhile)
+  double unplugMs = 0;    // passthrough devices unplugged, before the pause
+  double replugMs = 0;    // and plugged back, after it
   double totalMs = 0;     // whole snapshot command
 };
 
@@ -58,7 +60,8 @@ struct SnapshotGroup {
 
 struct Manifest {
   static constexpr int kFormatMajor = 1;
-  static constexpr int kFormatMinor = 2;  // 1.1: ram; 1.2: group (written as 1.1 without one)
+  // 1.1: ram; 1.2: group; 1.3: passthrough (each written only when present, else 1.1).
+  static constexpr int kFormatMinor = 3;
 
   std::string id;
   std::string vm;
@@ -79,6 +82,9 @@ struct Manifest {
   bool quiesced = false;             // the guest agent quiesced its plugins before the capture
   Json agentPlugins = Json::array(); // which plugins took part and what they answered
   std::optional<SnapshotGroup> group;
+  // The passthrough devices (ids) unplugged for the capture: not in its device state,
+  // plugged again by a restore once the guest runs.
+  std::vector<std::string> unplugged;
 
   Json toJson() const;
   // Tolerates unknown keys; refuses newer formats and names that are not plain file names.

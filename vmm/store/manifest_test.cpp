@@ -125,3 +125,18 @@ TEST(Manifest, NumbersThatAreNotIntegersInRangeAreCorrupt) {
   j["files"][0]["size"] = 2.5;
   EXPECT_FALSE(store::Manifest::fromJson(j));
 }
+
+TEST(Manifest, UnpluggedPassthroughDevicesRoundTripAsFormatOneThree) {
+  store::Manifest m = liveManifest();
+  m.spec.passthrough = {*vfio::parsePassthrough("vfio-pci,id=gpu0,host=0000:65:00.0")};
+  EXPECT_EQ(m.toJson()["format"]["minor"], 1);
+  m.unplugged = {"gpu0"};
+  Json j = m.toJson();
+  EXPECT_EQ(j["format"]["minor"], 3);
+  EXPECT_EQ(j["passthrough"], (Json{{"unplugged", {"gpu0"}}}));
+  auto back = store::Manifest::fromJson(j);
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->unplugged, (std::vector<std::string>{"gpu0"}));
+  j["passthrough"]["unplugged"] = {"gpu9"};  // a device its spec does not have
+  EXPECT_FALSE(store::Manifest::fromJson(j));
+}

@@ -220,6 +220,8 @@ Result<ImportResult> VmManager::importSnapshot(int inFd, const ImportOptions& op
   const VmPaths& p = held ? held->paths : *staged;
   VmSpec spec = held ? held->spec : m.spec;
   for (const auto& [k, v] : opts.deviceMap) spec.deviceMap[k] = v;
+  // A pci_ID key must name a passthrough device with a host= to replace.
+  if (auto mapped = vfio::applyDeviceMap(spec.passthrough, spec.deviceMap); !mapped) return ctx(mapped.error());
 
   // The snapshot, in the mode of this store (the exporter's may differ).
   const store::StoreMode mode = modeFor(p);
