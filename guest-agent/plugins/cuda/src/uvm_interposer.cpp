@@ -2,15 +2,14 @@
 // which the driver's checkpoint refuses (CUDA_ERROR_NOT_SUPPORTED). It tracks managed
 // allocations and registers with the agent as plugin "uvm"; at PRECHECKPOINT, per
 // VMCKPT_CUDA_UVM:
-//   refuse (default)  the quiesce fails, saying how much managed memory there is, and
+//   park (default)    closes the gate in front of the driver (uvm_gate.hpp) and moves
+//                     every managed range into ordinary memory far from the driver's
+//                     address ranges (uvm_park.hpp); the agent then checkpoints the
+//                     process by pid. At RESUME/RESTART, after the agent's restore, the
+//                     ranges are made managed again and must come back at their old
+//                     addresses, or the thaw fails loudly and the program stays stopped;
+//   refuse            the quiesce fails, saying how much managed memory there is, and
 //                     the program goes on untouched;
-//   park              closes the gate in front of the driver (uvm_gate.hpp) and moves
-//                     every managed range into ordinary memory (uvm_park.hpp); the agent
-//                     then checkpoints the process by pid. At RESUME/RESTART, after the
-//                     agent's restore, the ranges are made managed again and must come
-//                     back at their old addresses, or the thaw fails loudly and the
-//                     program stays stopped. On driver 580.159 (H200) they come back
-//                     elsewhere: not usable yet, hence not the default;
 //   hmm               managed memory is plain process memory from the start, for GPUs
 //                     with pageable memory access (CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_
 //                     ACCESS); nothing then needs parking. Not verified on such a GPU.
@@ -116,8 +115,8 @@ const vmckpt::cuda::ParkDriver& parkDriver() {
 std::string_view uvmMode() {
   static const std::string_view mode = [] {
     const char* v = std::getenv("VMCKPT_CUDA_UVM");
-    std::string_view m = v ? v : "refuse";
-    return m == "park" || m == "hmm" ? m : std::string_view("refuse");
+    std::string_view m = v ? v : "park";
+    return m == "refuse" || m == "hmm" ? m : std::string_view("park");
   }();
   return mode;
 }
@@ -142,8 +141,7 @@ vmckpt_result park(char* reason, size_t len) {
   if (uvmMode() != "park")
     return fail(reason, len, std::to_string(g_managed.count()) + " managed allocations (" +
                                  std::to_string(g_managed.bytes() >> 20) +
-                                 " MiB): managed memory cannot be checkpointed yet (VMCKPT_CUDA_UVM=park "
-                                 "tries, and may fail at thaw)");
+                                 " MiB) and VMCKPT_CUDA_UVM=" + std::string(uvmMode()) + ": not parked");
   if (g_directManaged.load())
     return fail(reason, len, "managed memory was allocated through the driver's exported functions, which "
                              "libvmckpt-cuda.so cannot gate: only programs reaching the driver through "

@@ -67,6 +67,26 @@ void unguardRanges() {
   g_guardedCount.store(0);
 }
 
+// Where parked copies go: far from the CUDA driver's address ranges (near the top of the
+// user address space, below the libraries). A copy the kernel placed at its own choice
+// lands in the holes the freed managed ranges leave, and the driver, finding them taken
+// after its restore, hands out other addresses.
+void* mapAside(std::size_t bytes) {
+  static std::uintptr_t cursor = 0x500000000000ull;  // 80 TiB
+  constexpr std::uintptr_t kStep = 1ull << 30;
+  std::size_t rounded = (bytes + (2u << 20) - 1) & ~static_cast<std::size_t>((2u << 20) - 1);
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    void* p = mmap(reinterpret_cast<void*>(cursor), bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (p != MAP_FAILED) {
+      cursor += rounded + (2u << 20);
+      return p;
+    }
+    cursor += kStep;
+  }
+  return mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+
 std::string hex(std::uintptr_t p) {
   char b[32];
   std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(p));
@@ -129,8 +149,7 @@ std::string ManagedMemory::park(const ParkDriver& d) {
     // elsewhere: the old addresses must be free when the driver restores its own
     // mappings, or it puts them, and the managed allocations made again, elsewhere.
     if (mprotect(p, r.bytes, PROT_READ) != 0) why = sysError("write-protecting", r);
-    void* copy = why.empty() ? mmap(nullptr, r.bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-                             : MAP_FAILED;
+    void* copy = why.empty() ? mapAside(r.bytes) : MAP_FAILED;
     if (why.empty() && copy == MAP_FAILED) why = sysError("mapping a copy", r);
     if (why.empty()) {
       std::memcpy(copy, p, r.bytes);
