@@ -56,7 +56,9 @@ std::expected<wire::Json, std::string> CudaStep::checkpoint(Deadline d) {
   wire::Json entry = {{"name", "cuda"}, {"pid", 0}, {"result", "not_mine"}};
   if (holding())
     return std::unexpected("CUDA processes " + pidList(pids_) + " are still checkpointed: an earlier restore failed");
-  if (!config_.enabled) return entry;
+  // Without the NVIDIA driver's control device nobody can hold one of its files: a guest
+  // without a GPU skips the walk over every process's fds on each quiesce.
+  if (!config_.enabled || ::access("/dev/nvidiactl", F_OK) != 0) return entry;
   auto holders = cuda::findNvidiaHolders(config_.procRoot, ::getpid());
   if (holders.empty()) return entry;
   std::vector<pid_t> pids;

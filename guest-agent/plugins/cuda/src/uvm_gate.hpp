@@ -21,7 +21,6 @@ class Gate {
   bool close(std::chrono::milliseconds limit);
   void open();
   bool closed() const { return closed_.load(); }
-  int inside() const { return inside_.load(); }
 
  private:
   std::atomic<int> closed_{0};
